@@ -1,0 +1,58 @@
+"""Settings shared by every model config: data, loop, logging, mesh, checkpointing.
+
+Each model config calls `base()` and fills in `config.model`, `config.loss` and
+`config.optim`. Every field has a comment; override any of them on the command line
+with `--config.a.b=v`.
+"""
+
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, sampling noise and the data order.
+
+  # --- data -------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""  # Prepared dataset folder; "" = synthetic scenes prepared into WORKDIR/data.
+  c.data.synthetic_num_train = 20_000  # Scenes generated when data.dir is "".
+  c.data.synthetic_num_validation = 2_000  # Held-out scenes generated when data.dir is "".
+  c.data.vocab_size = 512  # SentencePiece vocabulary when the trainer prepares data itself.
+  c.data.max_caption_length = 24  # Tokens per caption, incl. BOS/EOS; longer ones are cut.
+  c.data.mask = "center"  # center | random_box | full | outpaint.
+  c.data.random_flip = False  # Horizontal flip augmentation (captions may say left/right).
+  c.data.caption = "random"  # random (one per epoch) | first | empty | shuffled.
+  c.data.num_workers = 0  # Grain worker processes; 0 = decode in the main process.
+  c.data.prefetch_batches = 4  # Batches buffered ahead of the step (threads).
+
+  # --- training loop ------------------------------------------------------------
+  c.global_batch_size = 64  # Across all devices and hosts; must divide by the device count.
+  c.num_train_steps = 20_000  # Total optimizer steps (D and G each take one per step).
+  c.log_every_steps = 50  # Console + TensorBoard scalars.
+  c.eval_every_steps = 1_000  # Validation losses, light metrics and sample grids.
+  c.checkpoint_every_steps = 500  # Orbax saves (async); also on SIGTERM and at the end.
+  c.keep_checkpoints = 3  # Most recent checkpoints kept.
+  c.num_eval_batches = 4  # Validation batches per light evaluation.
+  c.num_grid_examples = 8  # Validation examples shown in the sample grid.
+  c.num_grid_samples = 4  # Prior samples per example in the grid.
+
+  # --- devices -------------------------------------------------------------------
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Data-parallel axis size; -1 = all devices not used by fsdp.
+  c.mesh.fsdp = 1  # Parameter-sharding axis size; 1 = parameters replicated.
+
+  # --- debugging ------------------------------------------------------------------
+  c.debug = ml_collections.ConfigDict()
+  c.debug.inject_nan_at_step = -1  # >= 0: poison the loss at this step (tests the NaN stop).
+  return c
+
+
+def text_encoder(size: str = "base") -> ml_collections.ConfigDict:
+  """Caption encoder: token embeddings -> pre-LN transformer -> masked mean pool."""
+  t = ml_collections.ConfigDict()
+  t.width = {"tiny": 32, "base": 128}[size]  # Token feature width.
+  t.depth = {"tiny": 1, "base": 2}[size]  # Transformer blocks.
+  t.num_heads = {"tiny": 2, "base": 4}[size]  # Attention heads.
+  t.mlp_ratio = 4  # MLP hidden width / width.
+  t.cond_dim = {"tiny": 16, "base": 128}[size]  # Sentence-vector size after conditioning aug.
+  return t

@@ -1,0 +1,81 @@
+"""SentencePiece caption tokenizer: train, load, encode to fixed length (numpy only).
+
+Id 0 is padding, 1 unknown, 2 begin, 3 end. Captions are lower-cased before training and
+encoding so that "A red star" and "a red star" share tokens.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def normalize(caption: str) -> str:
+  return " ".join(caption.lower().split())
+
+
+def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
+  """Trains a unigram SentencePiece model on `captions` and writes it to `model_path`.
+
+  If the corpus is too small for `vocab_size`, SentencePiece's own hard limit is used
+  instead, so that tiny test fixtures still get a tokenizer.
+  """
+  sentences = [normalize(c) for c in captions if c.strip()]
+  if not sentences:
+    raise ValueError("cannot train a tokenizer on zero captions")
+  proto = io.BytesIO()
+  kwargs = dict(
+      sentence_iterator=iter(sentences),
+      model_writer=proto,
+      vocab_size=vocab_size,
+      model_type="unigram",
+      character_coverage=1.0,
+      pad_id=PAD_ID,
+      unk_id=UNK_ID,
+      bos_id=BOS_ID,
+      eos_id=EOS_ID,
+      hard_vocab_limit=False,
+      num_threads=2,
+      minloglevel=2,
+  )
+  spm.SentencePieceTrainer.train(**kwargs)
+  with open(model_path, "wb") as f:
+    f.write(proto.getvalue())
+
+
+class Tokenizer:
+  """Encodes captions to fixed-length int32 ids plus a validity mask."""
+
+  def __init__(self, model_path: str):
+    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, captions: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encodes a batch of captions.
+
+    Args:
+      captions: strings; an empty string encodes to all padding (the "no caption" input).
+      max_length: output length; longer captions are truncated (EOS kept).
+
+    Returns:
+      (tokens int32 [N, max_length], mask bool [N, max_length]).
+    """
+    pieces = self._sp.encode([normalize(c) for c in captions], out_type=int)
+    tokens = np.zeros((len(captions), max_length), np.int32)
+    for i, (caption, ids) in enumerate(zip(captions, pieces)):
+      if not caption.strip():
+        continue
+      ids = [BOS_ID, *ids[: max_length - 2], EOS_ID]
+      tokens[i, : len(ids)] = ids
+    return tokens, tokens != PAD_ID
+
+  def decode(self, tokens: np.ndarray) -> list[str]:
+    return [self._sp.decode([int(t) for t in row if t > EOS_ID]) for row in np.asarray(tokens)]
