@@ -55,10 +55,10 @@ def encode(example: Example) -> bytes:
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f"image must be HxWx3 uint8, got {image.shape}")
   header = {
-      "id": example.id,
-      "captions": list(example.captions),
-      "height": int(image.shape[0]),
-      "width": int(image.shape[1]),
+    "id": example.id,
+    "captions": list(example.captions),
+    "height": int(image.shape[0]),
+    "width": int(image.shape[1]),
   }
   if example.scene is not None:
     header["scene"] = example.scene
@@ -75,10 +75,10 @@ def decode(record: bytes) -> Example:
   height, width = header["height"], header["width"]
   image = np.frombuffer(record, dtype=np.uint8, offset=8 + header_len, count=height * width * 3)
   return Example(
-      id=header["id"],
-      image=image.reshape(height, width, 3),
-      captions=header["captions"],
-      scene=header.get("scene"),
+    id=header["id"],
+    image=image.reshape(height, width, 3),
+    captions=header["captions"],
+    scene=header.get("scene"),
   )
 
 

@@ -30,18 +30,18 @@ def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
     raise ValueError("cannot train a tokenizer on zero captions")
   proto = io.BytesIO()
   kwargs = dict(
-      sentence_iterator=iter(sentences),
-      model_writer=proto,
-      vocab_size=vocab_size,
-      model_type="unigram",
-      character_coverage=1.0,
-      pad_id=PAD_ID,
-      unk_id=UNK_ID,
-      bos_id=BOS_ID,
-      eos_id=EOS_ID,
-      hard_vocab_limit=False,
-      num_threads=2,
-      minloglevel=2,
+    sentence_iterator=iter(sentences),
+    model_writer=proto,
+    vocab_size=vocab_size,
+    model_type="unigram",
+    character_coverage=1.0,
+    pad_id=PAD_ID,
+    unk_id=UNK_ID,
+    bos_id=BOS_ID,
+    eos_id=EOS_ID,
+    hard_vocab_limit=False,
+    num_threads=2,
+    minloglevel=2,
   )
   spm.SentencePieceTrainer.train(**kwargs)
   with open(model_path, "wb") as f:

@@ -52,9 +52,9 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 # Module that defines each family; imported lazily so unused models cost nothing.
 _MODULES = {
-    "vaegan": "inpainting.models.vaegan",
-    "l2": "inpainting.models.l2",
-    "pix2pix": "inpainting.models.pix2pix",
+  "vaegan": "inpainting.models.vaegan",
+  "l2": "inpainting.models.l2",
+  "pix2pix": "inpainting.models.pix2pix",
 }
 
 
