@@ -38,12 +38,13 @@ def base() -> ml_collections.ConfigDict:
 
   # --- devices -------------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict()
+  c.mesh.num_devices = -1  # Devices to use (the first N of each process's); -1 = all.
   c.mesh.data = -1  # Data-parallel axis size; -1 = all devices not used by fsdp.
   c.mesh.fsdp = 1  # Parameter-sharding axis size; 1 = parameters replicated.
 
   # --- debugging ------------------------------------------------------------------
   c.debug = ml_collections.ConfigDict()
-  c.debug.inject_nan_at_step = -1  # >= 0: poison the loss at this step (tests the NaN stop).
+  c.debug.inject_nan_at_step = -1  # > 0: poison the metrics of this step (tests the NaN stop).
   return c
 
 

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from inpainting.errors import UserError
+
 Batch = dict[str, jax.Array]
 
 
@@ -63,10 +65,10 @@ def register(name: str, family: Family) -> None:
 
 
 def get(name: str) -> Family:
-  """Returns the registered family `name`; ValueError (one line) if unknown."""
+  """Returns the registered family `name`; UserError (one line) if unknown."""
   if name not in _FAMILIES:
     if name not in _MODULES:
-      raise ValueError(f"unknown model {name!r}; choose one of {sorted(_MODULES)}")
+      raise UserError(f"unknown model {name!r}; choose one of {sorted(_MODULES)}")
     importlib.import_module(_MODULES[name])
   return _FAMILIES[name]
 

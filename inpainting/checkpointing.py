@@ -1,0 +1,186 @@
+"""All orbax code: restore-or-init, periodic async saves, preemption saves.
+
+A checkpoint at step N holds
+  state/   every array of the train state (model, optimizers, statistics), the step and
+           the RNG key, as one flat dict keyed by path, so any nnx module tree round-trips;
+  data/    each process's grain iterator state (one JSON file per process), positioned
+           after the last batch that step N consumed, so a resumed run sees exactly the
+           batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def flatten(tree) -> tuple[dict[str, Any], Any]:
+  """Pytree -> ({'path.to.leaf': leaf}, treedef)."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  flat = {}
+  for path, leaf in leaves:
+    parts = []
+    for key in path:
+      if isinstance(key, jax.tree_util.DictKey):
+        parts.append(str(key.key))
+      elif isinstance(key, jax.tree_util.SequenceKey):
+        parts.append(str(key.idx))
+      elif isinstance(key, jax.tree_util.GetAttrKey) and key.name != "value":
+        parts.append(key.name)
+    flat[".".join(parts)] = leaf
+  return flat, treedef
+
+
+def unflatten(flat: dict[str, Any], like) -> Any:
+  """Inverse of `flatten`, using the structure of `like`."""
+  keys, treedef = flatten(like)
+  return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+class DataIteratorState:
+  """Adapter that lets grain's orbax handler save a state we recorded ourselves.
+
+  The trainer prefetches batches ahead of the step, so the live grain iterator is ahead
+  of what training has consumed. The state to save is the one recorded right after the
+  last consumed batch was drawn.
+  """
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+    self.state: dict[str, Any] | None = None
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.state = json.loads(state.decode())
+    self.iterator.set_state(self.state)
+
+  def start_prefetch(self) -> None:
+    """Called by grain's handler after restore; prefetch restarts on the next `next`."""
+
+  def snapshot(self) -> _FrozenState:
+    """The state now, immune to later batches (saves may finish in the background)."""
+    return _FrozenState(self.get_state())
+
+
+class _FrozenState:
+  def __init__(self, state: bytes):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    return self._state
+
+
+class Checkpointer:
+  """Wraps `ocp.CheckpointManager` with the project's save policy and SIGTERM handling."""
+
+  def __init__(
+    self,
+    directory: str,
+    *,
+    save_every_steps: int,
+    keep: int,
+    async_save: bool = True,
+    read_only: bool = False,
+  ):
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      enable_async_checkpointing=async_save,
+      save_decision_policy=policies.AnySavePolicy(
+        [
+          policies.FixedIntervalPolicy(save_every_steps),
+          policies.PreemptionCheckpointingPolicy(),
+        ]
+      ),
+      # Every process writes its own iterator file into the step folder.
+      enable_per_process_directory_creation=False,
+      read_only=read_only,
+      create=not read_only,
+    )
+    self._manager = ocp.CheckpointManager(
+      directory,
+      item_names=("state", "data"),
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+      },
+      options=options,
+    )
+    self._sigterm = threading.Event()
+    if not read_only:
+      self._install_sigterm_handler()
+
+  def _install_sigterm_handler(self) -> None:
+    # With jax.distributed, JAX's preemption service owns SIGTERM and every process agrees
+    # on the step through `reached_preemption`. A lone process needs its own flag.
+    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+      return
+    signal.signal(signal.SIGTERM, lambda signum, frame: self._sigterm.set())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def should_stop(self, step: int) -> bool:
+    """True once SIGTERM arrived (or the cluster's preemption sync point is reached)."""
+    return self._sigterm.is_set() or self._manager.reached_preemption(step)
+
+  def should_save(self, step: int) -> bool:
+    """Whether the save policy (every N steps, or preemption) wants step `step`."""
+    return self._manager.should_save(step)
+
+  def restore(self, step: int, abstract_state, data: DataIteratorState):
+    """Restores `step` into arrays shaped and sharded like `abstract_state`.
+
+    Returns the restored state pytree; `data`'s iterator is repositioned in place.
+    """
+    flat_abstract, _ = flatten(abstract_state)
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(flat_abstract),
+        data=grain.checkpoint.CheckpointRestore(data),
+      ),
+    )
+    return unflatten(restored["state"], abstract_state)
+
+  def restore_state(self, step: int, abstract_state):
+    """Restores only the train state (no data iterator): for evaluation and inference."""
+    flat_abstract, _ = flatten(abstract_state)
+    restored = self._manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_abstract))
+    )
+    return unflatten(restored["state"], abstract_state)
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state, data: DataIteratorState, *, force: bool = False) -> bool:
+    """Saves if the policy (or `force`) says so; returns whether a save started."""
+    flat, _ = flatten(state)
+    saved = self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(flat),
+        data=grain.checkpoint.CheckpointSave(data.snapshot()),
+      ),
+      force=force,
+    )
+    if saved:
+      logging.info("checkpoint: saving step %d", step)
+    return saved
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,99 @@
+"""Loading a trained run for evaluation and inference (the same registry and checkpoint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from inpainting import checkpointing, records, sharding
+from inpainting.errors import UserError
+from inpainting.models import registry
+from inpainting.tokenizer import Tokenizer
+from inpainting.train import CONFIG_FILE, abstract_bundle
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained model ready to sample."""
+
+  config: ml_collections.ConfigDict
+  graphdef: nnx.GraphDef
+  state: dict
+  step: int
+  tokenizer: Tokenizer
+  family: registry.Family
+
+  def sample(self, batch: dict[str, np.ndarray], num_samples: int, seed: int) -> np.ndarray:
+    """[num_samples, B, 64, 64, 3] completions in [-1, 1] for a host batch."""
+    device_batch = {k: jax.numpy.asarray(batch[k]) for k in sharding.DEVICE_KEYS}
+    return np.asarray(
+      _sample(self, num_samples)(self.state, device_batch, jax.random.PRNGKey(seed))
+    )
+
+
+_SAMPLERS: dict[tuple[int, int], object] = {}
+
+
+def _sample(run: Run, num_samples: int):
+  key = (id(run), num_samples)
+  if key not in _SAMPLERS:
+
+    def sample(state, batch, rng):
+      bundle = nnx.merge(run.graphdef, state["model"])
+      return run.family.sample(bundle, batch, rng, num_samples)
+
+    _SAMPLERS[key] = jax.jit(sample)
+  return _SAMPLERS[key]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f"{workdir} holds no trained run (no {CONFIG_FILE})")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run(workdir: str, step: int | None = None) -> Run:
+  """Restores the model of `workdir` at `step` (default: the latest checkpoint).
+
+  Raises:
+    UserError: no config, no checkpoint, or an unknown step.
+  """
+  workdir = os.path.abspath(workdir)
+  config = load_config(workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise UserError(f"{workdir} has no checkpoints")
+  checkpointer = checkpointing.Checkpointer(
+    directory, save_every_steps=1, keep=1, async_save=False, read_only=True
+  )
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise UserError(f"{workdir} has no checkpoints")
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise UserError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}")
+    graphdef, abstract_model = abstract_bundle(config)
+    device = jax.devices()[0]
+    single = jax.sharding.SingleDeviceSharding(device)
+    abstract = {
+      "model": abstract_model,
+      "rng": jax.ShapeDtypeStruct((2,), np.uint32),
+    }
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), abstract
+    )
+    state = checkpointer.restore_state(step, abstract)
+  finally:
+    checkpointer.close()
+  tokenizer = Tokenizer(os.path.join(workdir, records.TOKENIZER_FILE))
+  return Run(config, graphdef, state, step, tokenizer, registry.get(config.model.name))
