@@ -44,6 +44,7 @@ def base() -> ml_collections.ConfigDict:
 
   # --- debugging ------------------------------------------------------------------
   c.debug = ml_collections.ConfigDict()
+  c.debug.record_example_ids = False  # Write consumed example ids to WORKDIR/debug/.
   c.debug.inject_nan_at_step = -1  # > 0: poison the metrics of this step (tests the NaN stop).
   return c
 

@@ -22,6 +22,7 @@ from inpainting.train import CONFIG_FILE, abstract_bundle
 class Run:
   """A trained model ready to sample."""
 
+  workdir: str
   config: ml_collections.ConfigDict
   graphdef: nnx.GraphDef
   state: dict
@@ -60,6 +61,24 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def _read_only_checkpointer(workdir: str) -> checkpointing.Checkpointer:
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise UserError(f"{workdir} has no checkpoints")
+  return checkpointing.Checkpointer(
+    directory, save_every_steps=1, keep=1, async_save=False, read_only=True
+  )
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps of the checkpoints kept in `workdir`, ascending."""
+  checkpointer = _read_only_checkpointer(os.path.abspath(workdir))
+  try:
+    return sorted(checkpointer.all_steps())
+  finally:
+    checkpointer.close()
+
+
 def load_run(workdir: str, step: int | None = None) -> Run:
   """Restores the model of `workdir` at `step` (default: the latest checkpoint).
 
@@ -68,12 +87,7 @@ def load_run(workdir: str, step: int | None = None) -> Run:
   """
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise UserError(f"{workdir} has no checkpoints")
-  checkpointer = checkpointing.Checkpointer(
-    directory, save_every_steps=1, keep=1, async_save=False, read_only=True
-  )
+  checkpointer = _read_only_checkpointer(workdir)
   try:
     steps = checkpointer.all_steps()
     if not steps:
@@ -96,4 +110,4 @@ def load_run(workdir: str, step: int | None = None) -> Run:
   finally:
     checkpointer.close()
   tokenizer = Tokenizer(os.path.join(workdir, records.TOKENIZER_FILE))
-  return Run(config, graphdef, state, step, tokenizer, registry.get(config.model.name))
+  return Run(workdir, config, graphdef, state, step, tokenizer, registry.get(config.model.name))

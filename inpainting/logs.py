@@ -6,6 +6,7 @@ TensorBoard files are written with tensorboardX, which needs no TensorFlow.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import time
 from collections.abc import Mapping
@@ -113,6 +114,18 @@ def _duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax and grain (their warnings and errors still show)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+    return record.levelno >= logging_std.WARNING or not noisy
+
+
+def quiet_libraries() -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def console(line: str) -> None:

@@ -52,9 +52,10 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from inpainting import train  # noqa: PLC0415  (after flags, so --help stays fast)
+  from inpainting import logs, train  # noqa: PLC0415  (after flags, so --help stays fast)
   from inpainting.errors import UserError  # noqa: PLC0415
 
+  logs.quiet_libraries()
   initialize_distributed()
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -56,7 +56,10 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, global_batch_size: int) ->
       f"global_batch_size={global_batch_size} must divide by the process count "
       f"{jax.process_count()}"
     )
-  return jax.make_mesh((data, fsdp), ("data", "fsdp"), devices=devices)
+  # Auto axes: XLA's partitioner propagates shardings from the inputs; models need no
+  # sharding annotations of their own.
+  auto = (jax.sharding.AxisType.Auto,) * 2
+  return jax.make_mesh((data, fsdp), ("data", "fsdp"), axis_types=auto, devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -7,6 +7,7 @@ byte on disk from checkpointing.py; every report from logs.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from inpainting import checkpointing, input_pipeline, logs, records, sharding
+from inpainting import checkpointing, input_pipeline, logs, masks, records, sharding
 from inpainting.errors import UserError
 from inpainting.models import registry
 from inpainting.tokenizer import Tokenizer
@@ -73,9 +75,12 @@ def make_datasets(config, data_dir: str):
   common = dict(
     seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()
   )
-  train_ds = input_pipeline.create_dataset(
-    data_dir, "train", config.data, local_batch_size, train=True, **common
-  )
+  try:
+    train_ds = input_pipeline.create_dataset(
+      data_dir, "train", config.data, local_batch_size, train=True, **common
+    )
+  except ValueError as error:  # Bad mask, caption mode or data folder: the user's to fix.
+    raise UserError(str(error)) from None
 
   def validation(caption_mode: str = "first"):
     ds = input_pipeline.create_dataset(
@@ -237,7 +242,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  registry.get(config.model.name)  # Unknown model -> one-line error before any work.
+  # Config mistakes -> one-line errors before any work.
+  registry.get(config.model.name)
+  try:
+    masks.parse(config.data.mask)
+  except ValueError as error:
+    raise UserError(str(error)) from None
 
   # Data first: it fixes the vocabulary size the model needs.
   data_dir = resolve_data_dir(config, workdir)
@@ -320,10 +330,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   step = first_step
   local_batch = first_batch
+  ids_file = None
+  if config.debug.record_example_ids:
+    os.makedirs(os.path.join(workdir, "debug"), exist_ok=True)
+    ids_path = os.path.join(workdir, "debug", f"example_ids_process_{jax.process_index()}.txt")
+    ids_file = open(ids_path, "a", encoding="utf-8")  # noqa: SIM115
   try:
     while step < config.num_train_steps:
       # --- One step (asynchronous dispatch; the next batch loads meanwhile). ---
       batch = sharding.global_batch(local_batch, mesh)
+      if ids_file is not None:
+        ids_file.write(f"{step + 1}\t" + " ".join(map(str, local_batch["id"])) + "\n")
       state, metrics = train_step(state, batch, jnp.int32(step))
       step += 1
       pending.append((step, metrics))
@@ -365,7 +382,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     checkpointer.close()
     writer.close()
+    if ids_file is not None:
+      ids_file.close()
+  logging.info(
+    "final state sha256 (process %d): %s", jax.process_index(), params_fingerprint(state)
+  )
   return last_metrics
+
+
+def params_fingerprint(state) -> str:
+  """SHA-256 over this process's copy of every array of the state (replicated arrays)."""
+  digest = hashlib.sha256()
+  flat, _ = checkpointing.flatten(state)
+  for name in sorted(flat):
+    digest.update(name.encode())
+    digest.update(np.asarray(flat[name].addressable_data(0)).tobytes())
+  return digest.hexdigest()
 
 
 def _flops(compiled) -> float:

@@ -1,0 +1,376 @@
+"""Evaluation: `python -m inpainting.evaluate --workdir=W [--split=validation] [--num_samples=K]`.
+
+Answers the course's three questions on one split, for the run in W (and, with
+`--compare=W2,W3`, other runs side by side), against two caption-blind baselines:
+
+  quality      L1, L2, PSNR, SSIM on the hole and the whole image, first sample and best of
+               K; LPIPS (AlexNet); FID and KID on Inception pool3 features when the weights
+               were converted (`python -m data_prep.inception_weights`).
+  diversity    mean pairwise LPIPS among the K prior samples of one input.
+  caption use  every metric with the true caption, another image's caption (shuffled) and
+               no caption (empty); the differences with paired-bootstrap 95% intervals; on
+               synthetic scenes, exact compliance of the drawn centre object with the caption.
+
+Writes W/eval/<split>/metrics.json, report.md with PNG plots, and the same scalars to
+TensorBoard (W/tensorboard, tags evaluate/<split>/...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A trained run's workdir.")
+flags.DEFINE_string("split", "validation", "Split to evaluate.")
+flags.DEFINE_integer("num_samples", 4, "Samples per input (K) for best-of-K and diversity.")
+flags.DEFINE_integer("max_examples", 512, "Examples evaluated (from the start of the split).")
+flags.DEFINE_integer("batch_size", 64, "Examples per sampling batch.")
+flags.DEFINE_list("compare", [], "Other workdirs to evaluate side by side (e.g. l2, pix2pix).")
+flags.DEFINE_enum("fid", "auto", ["auto", "on", "off"], "FID/KID: auto = if weights exist.")
+flags.DEFINE_integer("curve_examples", 128, "Examples per checkpoint for the metric-vs-step curve.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flag_as_required("workdir")
+
+CAPTION_MODES = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
+# Metrics compared across caption modes, with their direction.
+KEY_METRICS = {
+  "psnr_hole": True,
+  "ssim_hole": True,
+  "l1_hole": False,
+  "lpips": False,
+  "compliance_all": True,
+}
+PSNR_CAP = 100.0  # Identical images give +inf; capped so means and bootstraps stay finite.
+
+
+# --- Data ------------------------------------------------------------------------------------
+
+
+def batches(data_dir: str, split: str, data_config, caption_mode: str, limit: int, batch_size: int):
+  """Host batches of the first `limit` examples of `split`, deterministic order."""
+  from inpainting import input_pipeline  # noqa: PLC0415
+
+  ds = input_pipeline.create_dataset(
+    data_dir, split, data_config, batch_size, seed=0, train=False, caption_mode=caption_mode
+  )
+  seen = 0
+  for batch in ds:
+    if seen >= limit:
+      return
+    take = min(len(batch["image"]), limit - seen)
+    seen += take
+    yield {k: v[:take] for k, v in batch.items()}
+
+
+# --- Per-image metrics -----------------------------------------------------------------------
+
+
+class Scorer:
+  """Computes per-image metrics of K completions against the ground truth."""
+
+  def __init__(self):
+    import jax  # noqa: PLC0415
+
+    from inpainting.metrics import fidelity  # noqa: PLC0415
+    from inpainting.metrics.lpips import LPIPS  # noqa: PLC0415
+
+    self._lpips = LPIPS()
+    self._fidelity = jax.jit(fidelity.all_metrics)
+    self._higher = {name: higher for name, (_, higher) in fidelity.METRICS.items()}
+    self._renderer = None
+
+  def __call__(self, samples: np.ndarray, batch: dict) -> dict[str, np.ndarray]:
+    """samples: [K, B, H, W, 3]. Returns {metric: [B]} (first sample, best-of-K, diversity)."""
+    truth, mask = batch["image"], batch["mask"]
+    per_sample = [
+      {k: np.asarray(v, np.float64) for k, v in self._fidelity(s, truth, mask).items()}
+      for s in samples
+    ]
+    per_sample_lpips = [self._lpips(s, truth) for s in samples]
+    out = {}
+    for name in per_sample[0]:
+      values = np.stack([p[name] for p in per_sample])
+      if name.startswith("psnr"):
+        values = np.minimum(values, PSNR_CAP)
+      out[name] = values[0]
+      higher = self._higher[name.removesuffix("_hole")]
+      out[f"{name}_best_of_k"] = values.max(0) if higher else values.min(0)
+    lpips_values = np.stack(per_sample_lpips).astype(np.float64)
+    out["lpips"] = lpips_values[0]
+    out["lpips_best_of_k"] = lpips_values.min(0)
+    if len(samples) > 1:
+      out["diversity_lpips"] = self._lpips.pairwise_diversity(samples).astype(np.float64)
+    scenes = [json.loads(s) for s in batch["scene"]] if "scene" in batch else []
+    if scenes and all(scenes):
+      out.update(self._compliance(samples[0], scenes, mask))
+    return out
+
+  def _compliance(self, generated, scenes, mask) -> dict[str, np.ndarray]:
+    from inpainting.metrics import compliance  # noqa: PLC0415
+
+    if self._renderer is None:
+      self._renderer = compliance.CandidateRenderer()
+    hits = compliance.correct(generated, scenes, mask, self._renderer)
+    return {f"compliance_{k}": v.astype(np.float64) for k, v in hits.items()}
+
+
+def evaluate_method(
+  complete: Callable[[dict], np.ndarray], batch_iter, scorer: Scorer, features=None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """Runs `complete` (batch -> [K, B, ...]) over batches; returns per-image metrics and,
+  if `features` is given, Inception features of the first sample and of the ground truth."""
+  metrics: dict[str, list[np.ndarray]] = {}
+  fake, real = [], []
+  for batch in batch_iter:
+    samples = complete(batch)
+    for name, values in scorer(samples, batch).items():
+      metrics.setdefault(name, []).append(values)
+    if features is not None:
+      fake.append(features(samples[0]))
+      real.append(features(batch["image"]))
+  per_image = {k: np.concatenate(v) for k, v in metrics.items()}
+  inception = {"fake": np.concatenate(fake), "real": np.concatenate(real)} if fake else {}
+  return per_image, inception
+
+
+def summarize(per_image: dict[str, np.ndarray], seed: int) -> dict[str, dict[str, float]]:
+  from inpainting.metrics import stats  # noqa: PLC0415
+
+  return {k: stats.bootstrap_ci(v, seed=seed).as_dict() for k, v in per_image.items()}
+
+
+# --- The command -----------------------------------------------------------------------------
+
+
+def run_evaluation(
+  workdir: str,
+  *,
+  split: str = "validation",
+  num_samples: int = 4,
+  max_examples: int = 512,
+  batch_size: int = 64,
+  compare: list[str] | tuple[str, ...] = (),
+  fid: str = "auto",
+  curve_examples: int = 128,
+  seed: int = 0,
+) -> dict:
+  """Evaluates the run in `workdir` (and `compare` runs); writes and returns the report."""
+  from inpainting import baselines, inference  # noqa: PLC0415
+  from inpainting.errors import UserError  # noqa: PLC0415
+  from inpainting.metrics import stats  # noqa: PLC0415
+
+  if num_samples < 1 or max_examples < 1 or batch_size < 1:
+    raise UserError("num_samples, max_examples and batch_size must be positive")
+  workdir = os.path.abspath(workdir)
+  main_run = inference.load_run(workdir)
+  runs = {_run_name(main_run): main_run}
+  for other in compare:
+    run = inference.load_run(other)
+    runs.setdefault(_run_name(run), run)
+  config = main_run.config
+  data_dir = config.data.dir
+  if not os.path.isdir(data_dir):
+    raise UserError(f"the run's data folder {data_dir} is gone; re-prepare it")
+  out_dir = os.path.join(workdir, "eval", split)
+  os.makedirs(out_dir, exist_ok=True)
+  scorer = Scorer()
+  features = _inception(fid)
+  started = time.perf_counter()
+
+  def data(mode: str, limit: int = max_examples):
+    return batches(data_dir, split, config.data, CAPTION_MODES[mode], limit, batch_size)
+
+  # --- Models under each caption mode ---
+  per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+  fid_scores: dict[str, dict[str, float]] = {}
+  for name, run in runs.items():
+    per_image[name] = {}
+    for mode in CAPTION_MODES:
+      logging.info("evaluating %s with %s captions", name, mode)
+      want_features = features if mode == "true" else None
+      values, inception = evaluate_method(
+        lambda b, run=run: run.sample(b, num_samples, seed), data(mode), scorer, want_features
+      )
+      per_image[name][mode] = values
+      if inception:
+        fid_scores[name] = _fid(inception)
+
+  # --- Caption-blind baselines (same examples) ---
+  for name, fill in baselines.BASELINES.items():
+
+    def complete(batch, fill=fill):
+      return np.asarray(fill(batch["image"], batch["mask"]))[None]
+
+    values, inception = evaluate_method(complete, data("true"), scorer, features)
+    per_image[f"baseline_{name}"] = {"true": values}
+    if inception:
+      fid_scores[f"baseline_{name}"] = _fid(inception)
+
+  # --- Summaries: means with bootstrap CIs; caption effects as paired differences ---
+  summary = {
+    method: {mode: summarize(values, seed) for mode, values in modes.items()}
+    for method, modes in per_image.items()
+  }
+  caption_effect = {}
+  for method, modes in per_image.items():
+    if "shuffled" not in modes:
+      continue
+    caption_effect[method] = {}
+    for other in ("shuffled", "empty"):
+      for metric in KEY_METRICS:
+        if metric in modes["true"] and metric in modes[other]:
+          interval = stats.paired_bootstrap_ci(
+            modes["true"][metric], modes[other][metric], seed=seed
+          )
+          caption_effect[method][f"true_minus_{other}/{metric}"] = interval.as_dict()
+
+  curve = _metric_vs_step(workdir, main_run, data, curve_examples, scorer, seed)
+  first_examples = next(iter(per_image[_run_name(main_run)]["true"].values()))
+  report = {
+    "workdir": workdir,
+    "split": split,
+    "checkpoint_step": main_run.step,
+    "num_examples": int(len(first_examples)),
+    "num_samples": num_samples,
+    "config": config.to_dict(),
+    "runs": {name: {"workdir": run.workdir, "step": run.step} for name, run in runs.items()},
+    "metrics": summary,
+    "caption_effect": caption_effect,
+    "fid_kid": fid_scores,
+    "fid_note": "" if features else "FID/KID skipped: run `python -m data_prep.inception_weights`",
+    "chance": _chance(per_image),
+    "metric_vs_step": curve,
+    "seconds": time.perf_counter() - started,
+  }
+  _write_json(os.path.join(out_dir, "metrics.json"), report)
+  from inpainting import report as report_lib  # noqa: PLC0415
+
+  report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed))
+  _tensorboard(workdir, split, report)
+  return report
+
+
+def _run_name(run) -> str:
+  return run.config.model.name + ("" if run.config.model.get("use_caption", True) else "_nocaption")
+
+
+def _inception(mode: str):
+  if mode == "off":
+    return None
+  from inpainting.errors import UserError  # noqa: PLC0415
+  from inpainting.metrics import inception  # noqa: PLC0415
+
+  try:
+    return inception.InceptionFeatures()
+  except UserError:
+    if mode == "on":
+      raise
+    logging.warning("FID/KID skipped: no Inception weights (python -m data_prep.inception_weights)")
+    return None
+
+
+def _fid(inception_features: dict[str, np.ndarray]) -> dict[str, float]:
+  from inpainting.metrics import inception  # noqa: PLC0415
+
+  real, fake = inception_features["real"], inception_features["fake"]
+  subset = min(len(real), 1000)
+  kid_mean, kid_std = inception.kid(real, fake, subset_size=subset)
+  return {
+    "fid": float(inception.fid(real, fake)),
+    "kid": float(kid_mean),
+    "kid_std": float(kid_std),
+  }
+
+
+def _chance(per_image) -> dict[str, float]:
+  has_compliance = any("compliance_all" in m.get("true", {}) for m in per_image.values())
+  if not has_compliance:
+    return {}
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  return compliance.chance_levels()
+
+
+def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
+  """Hole PSNR and LPIPS of the first sample at every kept checkpoint (a small subset)."""
+  from inpainting import inference  # noqa: PLC0415
+
+  curve = []
+  for step in inference.checkpoint_steps(workdir):
+    run = main_run if step == main_run.step else inference.load_run(workdir, step)
+    values, _ = evaluate_method(
+      lambda b, run=run: run.sample(b, 1, seed), data("true", limit), scorer
+    )
+    point = {"step": step, "psnr_hole": float(values["psnr_hole"].mean())}
+    point["lpips"] = float(values["lpips"].mean())
+    if "compliance_all" in values:
+      point["compliance_all"] = float(values["compliance_all"].mean())
+    curve.append(point)
+  return curve
+
+
+def _grid(run, data, num_samples, seed):
+  from inpainting import logs  # noqa: PLC0415
+
+  batch = next(data("true", 8))
+  samples = run.sample(batch, num_samples, seed)
+  masked = batch["image"] * (1 - batch["mask"])
+  return logs.sample_grid(masked, batch["image"], samples)
+
+
+def _write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, default=float)
+  os.replace(tmp, path)
+
+
+def _tensorboard(workdir: str, split: str, report: dict) -> None:
+  from inpainting import logs  # noqa: PLC0415
+
+  writer = logs.Writer(os.path.join(workdir, "tensorboard"))
+  scalars = {}
+  for method, modes in report["metrics"].items():
+    for mode, metrics in modes.items():
+      for name, interval in metrics.items():
+        scalars[f"evaluate/{split}/{method}/{mode}/{name}"] = interval["mean"]
+  for method, values in report["fid_kid"].items():
+    for name, value in values.items():
+      scalars[f"evaluate/{split}/{method}/{name}"] = value
+  writer.scalars(report["checkpoint_step"], scalars)
+  writer.close()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from inpainting.errors import UserError  # noqa: PLC0415
+
+  try:
+    report = run_evaluation(
+      FLAGS.workdir,
+      split=FLAGS.split,
+      num_samples=FLAGS.num_samples,
+      max_examples=FLAGS.max_examples,
+      batch_size=FLAGS.batch_size,
+      compare=FLAGS.compare,
+      fid=FLAGS.fid,
+      curve_examples=FLAGS.curve_examples,
+      seed=FLAGS.seed,
+    )
+  except UserError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+  out_dir = os.path.join(report["workdir"], "eval", report["split"])
+  print(f"wrote {out_dir}/metrics.json and {out_dir}/report.md")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,138 @@
+"""report.md and its PNG plots, from the dict `evaluate.run_evaluation` builds."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from inpainting import logs  # noqa: E402
+
+TABLE_METRICS = (
+  ("psnr_hole", "PSNR hole (dB) ↑"),
+  ("psnr_hole_best_of_k", "PSNR hole best-of-K ↑"),
+  ("ssim_hole", "SSIM hole ↑"),
+  ("l1_hole", "L1 hole ↓"),
+  ("mse", "L2 full ↓"),
+  ("lpips", "LPIPS ↓"),
+  ("lpips_best_of_k", "LPIPS best-of-K ↓"),
+  ("diversity_lpips", "diversity (LPIPS) ↑"),
+  ("compliance_shape", "shape ✓"),
+  ("compliance_color", "colour ✓"),
+  ("compliance_size", "size ✓"),
+  ("compliance_all", "all three ✓"),
+)
+
+
+def _cell(interval: dict | None) -> str:
+  if interval is None:
+    return "–"
+  return f"{interval['mean']:.4g} [{interval['low']:.3g}, {interval['high']:.3g}]"
+
+
+def _table(report: dict, mode: str) -> list[str]:
+  metrics = report["metrics"]
+  present = [
+    (k, label) for k, label in TABLE_METRICS if any(k in m.get(mode, {}) for m in metrics.values())
+  ]
+  fid = report["fid_kid"]
+  header = ["method", *[label for _, label in present]] + (["FID ↓", "KID ↓"] if fid else [])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for method, modes in metrics.items():
+    if mode not in modes:
+      continue
+    row = [method, *[_cell(modes[mode].get(k)) for k, _ in present]]
+    if fid:
+      scores = fid.get(method) if mode == "true" else None
+      row += [f"{scores['fid']:.2f}", f"{scores['kid']:.4f}"] if scores else ["–", "–"]
+    lines.append("| " + " | ".join(row) + " |")
+  return lines
+
+
+def _caption_bars(report: dict, path: str) -> bool:
+  effects = report["caption_effect"]
+  rows = [
+    (method, key, value)
+    for method, values in effects.items()
+    for key, value in values.items()
+    if key.endswith("psnr_hole") or key.endswith("compliance_all") or key.endswith("lpips")
+  ]
+  if not rows:
+    return False
+  fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+  labels = [f"{m}: {k}" for m, k, _ in rows]
+  means = [v["mean"] for _, _, v in rows]
+  errors = [[v["mean"] - v["low"] for *_, v in rows], [v["high"] - v["mean"] for *_, v in rows]]
+  ax.barh(range(len(rows)), means, xerr=errors, color="tab:blue", capsize=3)
+  ax.axvline(0, color="black", linewidth=0.8)
+  ax.set_yticks(range(len(rows)), labels, fontsize=8)
+  ax.invert_yaxis()
+  ax.set_title("Caption effect: true caption minus shuffled / empty (95% CI)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def _curve(report: dict, path: str) -> bool:
+  curve = report["metric_vs_step"]
+  if len(curve) < 2:
+    return False
+  names = [k for k in curve[0] if k != "step"]
+  fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3))
+  for ax, name in zip(axes, names):
+    ax.plot([p["step"] for p in curve], [p[name] for p in curve], marker="o")
+    ax.set_xlabel("training step")
+    ax.set_title(name)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def write(out_dir: str, report: dict, grid) -> str:
+  """Writes report.md (and its PNGs) into `out_dir`; returns the report's path."""
+  lines = [
+    f"# Evaluation of {report['workdir']}",
+    "",
+    f"Split `{report['split']}`, checkpoint step {report['checkpoint_step']}, "
+    f"{report['num_examples']} examples, K={report['num_samples']} samples per input. "
+    "Each cell: mean [95% bootstrap interval]. Hole metrics are over the masked pixels; "
+    "PSNR is capped at 100 dB; LPIPS uses AlexNet on the 64x64 composite.",
+    "",
+    "## With the true caption",
+    "",
+    *_table(report, "true"),
+    "",
+  ]
+  if report.get("fid_note"):
+    lines += [f"_{report['fid_note']}_", ""]
+  for mode, title in (("shuffled", "another image's caption"), ("empty", "no caption")):
+    lines += [f"## With {title} ({mode})", "", *_table(report, mode), ""]
+  if report["chance"]:
+    chance = ", ".join(f"{k} {v:.3f}" for k, v in report["chance"].items())
+    lines += [f"Compliance chance levels (uniform guessing): {chance}.", ""]
+  lines += ["## How much does the caption help?", ""]
+  lines += ["| method | difference | mean | 95% CI |", "|---|---|---|---|"]
+  for method, values in report["caption_effect"].items():
+    for key, value in values.items():
+      lines.append(
+        f"| {method} | {key} | {value['mean']:.4g} | [{value['low']:.3g}, {value['high']:.3g}] |"
+      )
+  lines.append("")
+  if _caption_bars(report, os.path.join(out_dir, "caption_effect.png")):
+    lines += ["![caption effect](caption_effect.png)", ""]
+  if _curve(report, os.path.join(out_dir, "metric_vs_step.png")):
+    lines += ["## Metrics over training", "", "![metric vs step](metric_vs_step.png)", ""]
+  if grid is not None:
+    logs.save_png(os.path.join(out_dir, "samples.png"), grid)
+    lines += ["## Samples", "", "border | ground truth | K samples", "", "![samples](samples.png)"]
+  path = os.path.join(out_dir, "report.md")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(tmp, path)
+  return path
