@@ -90,7 +90,8 @@ def test_two_processes_match_one_process(tmp_path, data_dir, repo_root):
   _, params_two = final_params(str(two))
   assert params_one.keys() == params_two.keys()
   for key in params_one:
-    np.testing.assert_allclose(params_two[key], params_one[key], rtol=1e-3, atol=2e-5, err_msg=key)
+    # Parameters agree to ~the learning rate (see test_four_devices_match_one_device).
+    np.testing.assert_allclose(params_two[key], params_one[key], rtol=1e-2, atol=1e-3, err_msg=key)
 
 
 def test_two_processes_resume_after_kill(tmp_path, data_dir, repo_root):

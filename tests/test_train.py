@@ -60,8 +60,10 @@ def test_four_devices_match_one_device(tmp_path, data_dir):
   _, params_one = final_params(str(tmp_path / "one"))
   _, params_four = final_params(str(tmp_path / "four"))
   assert params_one.keys() == params_four.keys()
+  # Adam divides by sqrt(v): a parameter whose gradient is ~0 can move by up to the learning
+  # rate on float noise alone, so parameters agree to ~lr, not to float precision.
   for key in params_one:
-    np.testing.assert_allclose(params_four[key], params_one[key], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(params_four[key], params_one[key], rtol=1e-2, atol=1e-3)
 
 
 def test_batch_must_divide_device_count(tmp_path, data_dir):
