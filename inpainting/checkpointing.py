@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
@@ -43,6 +44,31 @@ def unflatten(flat: dict[str, Any], like) -> Any:
   """Inverse of `flatten`, using the structure of `like`."""
   keys, treedef = flatten(like)
   return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+def read_latest_state(directory: str) -> tuple[int, dict[str, np.ndarray]]:
+  """(step, {path: numpy array}) of the newest checkpoint, whatever topology wrote it.
+
+  For inspection and tests: every array lands on one local device, then on the host.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with ocp.CheckpointManager(
+    directory,
+    item_names=("state",),
+    item_handlers={"state": ocp.StandardCheckpointHandler()},
+    options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+  ) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    metadata = manager.item_metadata(step)["state"]
+    target = {
+      k: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) for k, m in metadata.items()
+    }
+    restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    )
+  return step, {k: np.asarray(v) for k, v in restored["state"].items()}
 
 
 class DataIteratorState:

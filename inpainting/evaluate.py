@@ -27,16 +27,23 @@ import numpy as np
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A trained run's workdir.")
-flags.DEFINE_string("split", "validation", "Split to evaluate.")
-flags.DEFINE_integer("num_samples", 4, "Samples per input (K) for best-of-K and diversity.")
-flags.DEFINE_integer("max_examples", 512, "Examples evaluated (from the start of the split).")
-flags.DEFINE_integer("batch_size", 64, "Examples per sampling batch.")
-flags.DEFINE_list("compare", [], "Other workdirs to evaluate side by side (e.g. l2, pix2pix).")
-flags.DEFINE_enum("fid", "auto", ["auto", "on", "off"], "FID/KID: auto = if weights exist.")
-flags.DEFINE_integer("curve_examples", 128, "Examples per checkpoint for the metric-vs-step curve.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flag_as_required("workdir")
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so importing this module adds no global flags."""
+  flags.DEFINE_string("workdir", None, "A trained run's workdir.")
+  flags.DEFINE_string("split", "validation", "Split to evaluate.")
+  flags.DEFINE_integer("num_samples", 4, "Samples per input (K) for best-of-K and diversity.")
+  flags.DEFINE_integer("max_examples", 512, "Examples evaluated (from the start of the split).")
+  flags.DEFINE_integer("batch_size", 64, "Examples per sampling batch.")
+  flags.DEFINE_list("compare", [], "Other workdirs to evaluate side by side (e.g. l2, pix2pix).")
+  flags.DEFINE_enum("fid", "auto", ["auto", "on", "off"], "FID/KID: auto = if weights exist.")
+  flags.DEFINE_integer(
+    "curve_examples", 128, "Examples per checkpoint for the metric-vs-step curve."
+  )
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.mark_flag_as_required("workdir")
+
 
 CAPTION_MODES = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
 # Metrics compared across caption modes, with their direction.
@@ -351,6 +358,9 @@ def _tensorboard(workdir: str, split: str, report: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from inpainting.logs import quiet_libraries  # noqa: PLC0415
+
+  quiet_libraries()
   from inpainting.errors import UserError  # noqa: PLC0415
 
   try:
@@ -373,4 +383,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

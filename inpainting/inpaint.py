@@ -17,15 +17,19 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A trained run's workdir.")
-flags.DEFINE_string("image", None, "Input image (any size, any PIL-readable format).")
-flags.DEFINE_string("caption", "", "What the hole should contain.")
-flags.DEFINE_string("mask", "center", "center | box:x,y,w,h (pixels of the 64x64 image).")
-flags.DEFINE_integer("num_samples", 4, "Completions to draw.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_string("out", None, "Output PNG path.")
-flags.mark_flags_as_required(["workdir", "image", "out"])
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so importing this module adds no global flags."""
+  flags.DEFINE_string("workdir", None, "A trained run's workdir.")
+  flags.DEFINE_string("image", None, "Input image (any size, any PIL-readable format).")
+  flags.DEFINE_string("caption", "", "What the hole should contain.")
+  flags.DEFINE_string("mask", "center", "center | box:x,y,w,h (pixels of the 64x64 image).")
+  flags.DEFINE_integer("num_samples", 4, "Completions to draw.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_string("out", None, "Output PNG path.")
+  flags.mark_flags_as_required(["workdir", "image", "out"])
 
 
 def inpaint(
@@ -73,6 +77,9 @@ def inpaint(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from inpainting.logs import quiet_libraries  # noqa: PLC0415
+
+  quiet_libraries()
   from inpainting import logs, masks  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
 
@@ -99,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

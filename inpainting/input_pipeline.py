@@ -3,9 +3,10 @@
 What happens, in order (see `create_dataset`):
 
   record indices 0..N-1 of the split
-  -> per-process shard: indices[process_index::process_count]
-  -> train only: a seeded shuffle that differs every epoch, repeated forever
-  -> batch (the per-process batch size): which records batch i holds
+  -> train only: a seeded shuffle that differs every epoch, repeated forever (the same
+     global order on every process)
+  -> global batch i = positions [i*G, (i+1)*G) of that order (G = global batch size);
+     process p takes its own slice [i*G + p*b, i*G + (p+1)*b) (b = G / process count)
   -> per batch: read (one ArrayRecord call per shard), decode, pick one caption per
      example, optional horizontal flip, uint8 -> float32 [-1, 1], masks, caption mode
      (empty / shuffled), one `Tokenizer.encode` call
@@ -14,16 +15,17 @@ What happens, in order (see `create_dataset`):
 Why batches, not examples, flow through grain: profiled on a 2-core host, grain's
 per-element machinery (slice + `index_shuffle` + repeat ~15 us, per-element random_map and
 the ArrayRecordDataSource wrapper ~20 us more) cost more than the data work itself. So the
-grain dataset is `MapDataset.range(num_batches)` with one `random_map` that builds a whole
+grain dataset is `MapDataset.range(num_batches)` with one `map` that builds a whole
 batch: the shuffle is a numpy permutation per epoch (same semantics as grain's
 shuffle-then-repeat: every epoch a new order, each example once per epoch), records are
 read with one ArrayRecord call per shard, and everything after decoding is vectorised
 numpy. Only the record read and the JSON header parse are per example.
 
-Randomness is deterministic: the epoch permutation depends on (seed, epoch); the caption
-choice, flips and random boxes come from grain's per-batch generator, seeded by (seed,
-batch index), and the batch index fixes the epoch and the positions, so the caption choice
-is a function of (seed, epoch, position) and changes every epoch.
+Randomness is deterministic and independent of the process count: the epoch permutation
+depends on (seed, epoch); the caption choice, flips and random boxes of an example are a
+hash of (seed, its position in the global stream), so they change every epoch. Hence the
+global batches of a run are the same on 1 process or on 8, and every process reads a
+disjoint slice of each (the union over processes is exactly one pass per epoch).
 
 A batch is a dict of numpy arrays with leading axis b (the per-process batch size):
 
@@ -136,16 +138,28 @@ class RecordReader:
 
 
 class _BatchKeys:
-  """Which record indices make up batch i of this process.
+  """Which record indices (and global stream positions) make up this process's batch i.
 
-  Train: positions i*b .. i*b+b-1 of an endless stream made of epochs, each a fresh seeded
-  permutation of this process's records (a batch may straddle two epochs, so no example
-  is ever dropped). Eval: the records in order, the last batch possibly smaller.
+  Train: the stream is an endless sequence of epochs, each a fresh seeded permutation of
+  all records (a batch may straddle two epochs, so no example is ever dropped). Eval: the
+  records in order. Global batch i covers stream positions [i*G, (i+1)*G); this process
+  takes [i*G + p*b, i*G + (p+1)*b). In eval the last global batch may be short, so a
+  process's last batch may be smaller, and a process may have one batch fewer.
   """
 
-  def __init__(self, shard_keys: np.ndarray, batch_size: int, train: bool, seed: int):
-    self._shard_keys = shard_keys
+  def __init__(
+    self,
+    num_records: int,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
+    self._num_records = num_records
     self._batch_size = batch_size
+    self._global_batch_size = batch_size * process_count
+    self._offset = batch_size * process_index
     self._train = train
     self._seed = seed
     self._permutations: dict[int, np.ndarray] = {}
@@ -164,13 +178,14 @@ class _BatchKeys:
   def num_batches(self) -> int:
     if self._train:
       return sys.maxsize  # endless
-    return -(-len(self._shard_keys) // self._batch_size)
+    # Batches whose slice for this process is not empty.
+    return max(0, -(-(self._num_records - self._offset) // self._global_batch_size))
 
   def _permutation(self, epoch: int) -> np.ndarray:
     with self._lock:
       permutation = self._permutations.get(epoch)
     if permutation is None:
-      permutation = np.random.default_rng([self._seed, epoch]).permutation(len(self._shard_keys))
+      permutation = np.random.default_rng([self._seed, epoch]).permutation(self._num_records)
       with self._lock:
         # Keep the two most recent epochs: prefetch threads may straddle a boundary.
         self._permutations[epoch] = permutation
@@ -178,19 +193,40 @@ class _BatchKeys:
           del self._permutations[old]
     return permutation
 
-  def __call__(self, batch_index: int) -> np.ndarray:
-    count = len(self._shard_keys)
-    start = batch_index * self._batch_size
+  def __call__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(record keys [b], global stream positions [b]) of this process's batch."""
+    start = batch_index * self._global_batch_size + self._offset  # Python int: no overflow
     if not self._train:
-      return self._shard_keys[start : start + self._batch_size]
-    first_epoch, first_offset = divmod(start, count)  # Python ints: no overflow
+      stop = min(start + self._batch_size, self._num_records)
+      positions = np.arange(start, stop, dtype=np.int64)
+      return positions, positions
+    count = self._num_records
+    first_epoch, first_offset = divmod(start, count)
     offsets = first_offset + np.arange(self._batch_size)
     epoch_steps, offsets = np.divmod(offsets, count)
     keys = np.empty(self._batch_size, np.int64)
     for step in np.unique(epoch_steps):
       where = epoch_steps == step
-      keys[where] = self._shard_keys[self._permutation(first_epoch + int(step))[offsets[where]]]
-    return keys
+      keys[where] = self._permutation(first_epoch + int(step))[offsets[where]]
+    positions = np.uint64(start) + np.arange(self._batch_size, dtype=np.uint64)
+    return keys, positions
+
+
+def _uniforms(seed: int, positions: np.ndarray, count: int) -> np.ndarray:
+  """float64 [len(positions), count] in [0, 1): a hash (splitmix64) of (seed, position, k).
+
+  Per-example randomness that depends only on where the example sits in the global
+  stream, not on which process or batch draws it.
+  """
+  with np.errstate(over="ignore"):
+    base = np.asarray(positions, np.uint64) * np.uint64(count) + np.uint64(seed) * np.uint64(
+      0x9E3779B97F4A7C15
+    )
+    z = base[:, None] + np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+  return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _mirror(pixels: np.ndarray) -> np.ndarray:
@@ -205,11 +241,11 @@ def _mirror(pixels: np.ndarray) -> np.ndarray:
   return np.take(rows, columns, axis=2).reshape(pixels.shape)
 
 
-class _LoadBatch(grain.transforms.RandomMap):
+class _LoadBatch(grain.transforms.Map):
   """Batch index -> finished batch (see the module docstring for the keys).
 
-  Uses grain's per-batch generator for the caption choice, flips and random boxes. The
-  tokenizer loads lazily, so the transform pickles for worker processes.
+  The caption choice, flips and random boxes come from `_uniforms` of each example's
+  global stream position (see the module docstring). The tokenizer loads lazily, so the transform pickles for worker processes.
   """
 
   def __init__(
@@ -222,7 +258,9 @@ class _LoadBatch(grain.transforms.RandomMap):
     caption_mode: str,
     random_caption: bool,
     random_flip: bool,
+    seed: int,
   ):
+    self._seed = seed
     self._reader = reader
     self._batch_keys = batch_keys
     self._tokenizer_path = tokenizer_path
@@ -244,15 +282,17 @@ class _LoadBatch(grain.transforms.RandomMap):
       self._tokenizer = Tokenizer(self._tokenizer_path)
     return self._tokenizer
 
-  def random_map(self, batch_index: int, rng: np.random.Generator) -> dict[str, Any]:
-    keys = self._batch_keys(batch_index)
+  def map(self, batch_index: int) -> dict[str, Any]:
+    keys, positions = self._batch_keys(batch_index)
     examples = [records.decode(r) for r in self._reader.read_batch(keys)]
     size = len(examples)
+    # Columns: caption pick, flip, then 4 for a random box.
+    uniforms = _uniforms(self._seed, positions, 6)
 
     # One caption per example: a uniform pick among its own, or the first.
     counts = np.array([len(e.captions) for e in examples])
     if self._random_caption:
-      picks = (rng.random(size) * counts).astype(np.int64).tolist()
+      picks = (uniforms[:, 0] * counts).astype(np.int64).tolist()
     else:
       picks = [0] * size
     captions = [e.captions[p] if e.captions else "" for e, p in zip(examples, picks)]
@@ -266,7 +306,7 @@ class _LoadBatch(grain.transforms.RandomMap):
     pixels = np.stack([e.image for e in examples])  # uint8 [b, H, W, 3], our own copy
     height, width = pixels.shape[1:3]
     if self._random_flip:
-      flip = rng.random(size) < 0.5
+      flip = uniforms[:, 1] < 0.5
       pixels[flip] = _mirror(pixels[flip])
     # (x - 127.5) / 127.5 maps 0 -> -1 and 255 -> 1 exactly.
     image = pixels.astype(np.float32)
@@ -274,7 +314,7 @@ class _LoadBatch(grain.transforms.RandomMap):
     image /= 127.5
     return {
       "image": image,
-      "mask": masks.make_batch(self._mask, size, height, width, rng),
+      "mask": masks.make_batch(self._mask, size, height, width, uniforms=uniforms[:, 2:]),
       "tokens": tokens,
       "token_mask": token_mask,
       "id": np.array([e.id for e in examples], dtype=np.str_),
@@ -355,10 +395,11 @@ def create_dataset(
   mask = masks.parse(data_config.mask)
 
   reader = RecordReader(paths)
-  shard_keys = np.arange(len(reader), dtype=np.int64)[process_index::process_count]
-  if not len(shard_keys):
-    raise ValueError(f"data folder {data_dir!r}: process {process_index} has no {split} records")
-  batch_keys = _BatchKeys(shard_keys, batch_size, train, seed)
+  batch_keys = _BatchKeys(len(reader), batch_size, train, seed, process_index, process_count)
+  if train and len(reader) < batch_size * process_count:
+    raise ValueError(
+      f"data folder {data_dir!r}: {len(reader)} {split} records, fewer than one global batch"
+    )
   load = _LoadBatch(
     reader,
     batch_keys,
@@ -368,8 +409,9 @@ def create_dataset(
     caption_mode=mode,
     random_caption=mode == "random" or (mode == "shuffled" and train),
     random_flip=bool(data_config.random_flip) and train,
+    seed=seed,
   )
-  ds = grain.MapDataset.range(batch_keys.num_batches()).seed(seed).random_map(load)
+  ds = grain.MapDataset.range(batch_keys.num_batches()).map(load)
 
   prefetch = int(data_config.prefetch_batches)
   num_threads = min(prefetch, _PREFETCH_THREADS)

@@ -83,16 +83,24 @@ def _boxes_to_masks(
   return inside[..., None].astype(np.float32)
 
 
+def boxes_from_uniforms(
+  uniforms: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """[B, 4] uniforms in [0, 1) -> rectangles (x, y, w, h arrays), sides 1/4..3/4 of the
+  image side, top-left corner uniform such that the box stays inside the image."""
+  u = np.asarray(uniforms, np.float64)
+  h = height // 4 + (u[:, 0] * (height // 2 + 1)).astype(np.int64)
+  w = width // 4 + (u[:, 1] * (width // 2 + 1)).astype(np.int64)
+  y = (u[:, 2] * (height - h + 1)).astype(np.int64)
+  x = (u[:, 3] * (width - w + 1)).astype(np.int64)
+  return x, y, w, h
+
+
 def random_boxes(
   rng: np.random.Generator, batch_size: int, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Draws `batch_size` rectangles (x, y, w, h arrays), sides 1/4..3/4 of the image side."""
-  h = rng.integers(height // 4, 3 * height // 4, size=batch_size, endpoint=True)
-  w = rng.integers(width // 4, 3 * width // 4, size=batch_size, endpoint=True)
-  # Uniform top-left corner such that the box stays inside the image.
-  y = (rng.random(batch_size) * (height - h + 1)).astype(np.int64)
-  x = (rng.random(batch_size) * (width - w + 1)).astype(np.int64)
-  return x, y, w, h
+  """Draws `batch_size` rectangles (x, y, w, h arrays); see `boxes_from_uniforms`."""
+  return boxes_from_uniforms(rng.random((batch_size, 4)), height, width)
 
 
 def make_batch(
@@ -101,6 +109,7 @@ def make_batch(
   height: int = 64,
   width: int = 64,
   rng: np.random.Generator | None = None,
+  uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
   """Builds a batch of masks.
 
@@ -108,7 +117,9 @@ def make_batch(
     spec: a mask description accepted by `parse`.
     batch_size: number of masks B.
     height, width: image size.
-    rng: required for "random_box"; ignored otherwise.
+    rng: for "random_box" (or give `uniforms`); ignored otherwise.
+    uniforms: [B, 4] values in [0, 1) that place the random boxes (deterministic per
+      example, as the input pipeline needs); used instead of `rng` when given.
 
   Returns:
     float32 [B, H, W, 1], 1 = hole (unknown), 0 = known.
@@ -118,9 +129,13 @@ def make_batch(
   if spec.kind == "full":
     return np.ones(shape, np.float32)
   if spec.kind == "random_box":
-    if rng is None:
+    if uniforms is not None:
+      boxes = boxes_from_uniforms(uniforms, height, width)
+    elif rng is not None:
+      boxes = random_boxes(rng, batch_size, height, width)
+    else:
       raise ValueError("mask random_box needs a random generator")
-    return _boxes_to_masks(*random_boxes(rng, batch_size, height, width), height, width)
+    return _boxes_to_masks(*boxes, height, width)
   if spec.kind == "box":
     x, y, w, h = spec.box
     if x + w > width or y + h > height:

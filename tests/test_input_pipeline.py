@@ -221,50 +221,54 @@ def test_random_flip_mirrors_some_images(fixture):
 @pytest.mark.parametrize("process_count", [2, 3])
 def test_process_shards_are_disjoint_and_complete(fixture, process_count):
   data_dir, _ = fixture
-  shards = []
-  for process_index in range(process_count):
-    ds = input_pipeline.create_dataset(
+  local = 4
+
+  def dataset(process_index, count, train, batch_size, **overrides):
+    return input_pipeline.create_dataset(
       data_dir,
       "train",
-      data_config(),
-      4,
+      data_config(**overrides),
+      batch_size,
       seed=0,
-      train=False,
+      train=train,
       process_index=process_index,
-      process_count=process_count,
+      process_count=count,
     )
-    shards.append(np.concatenate([b["index"] for b in ds]))
-    # Training draws only from the same share.
-    train_batches = take(
-      iter(
-        input_pipeline.create_dataset(
-          data_dir,
-          "train",
-          data_config(),
-          4,
-          seed=0,
-          train=True,
-          process_index=process_index,
-          process_count=process_count,
-        )
-      ),
-      4,
-    )
-    assert set(np.concatenate([b["index"] for b in train_batches])) <= set(shards[-1])
+
+  # Eval: one pass, each record read by exactly one process.
+  shards = [
+    np.concatenate([b["index"] for b in dataset(p, process_count, False, local)])
+    for p in range(process_count)
+  ]
   union = np.concatenate(shards)
   assert len(union) == len(set(union)) == NUM_EXAMPLES
 
+  # Train: at every step the processes read disjoint slices, and together they read the
+  # same global batch (same examples, captions, flips, boxes) as a single process does.
+  overrides = {"random_flip": True, "mask": "random_box"}
+  per_process = [
+    take(iter(dataset(p, process_count, True, local, **overrides)), 6) for p in range(process_count)
+  ]
+  single = take(iter(dataset(0, 1, True, local * process_count, **overrides)), 6)
+  first_epoch = []  # The steps that lie wholly inside the first epoch read no record twice.
+  for step in range(6):
+    parts = [per_process[p][step] for p in range(process_count)]
+    if (step + 1) * local * process_count <= NUM_EXAMPLES:
+      first_epoch.extend(np.concatenate([part["index"] for part in parts]))
+    for key in ("index", "caption", "image", "mask", "tokens"):
+      np.testing.assert_array_equal(
+        np.concatenate([part[key] for part in parts]), single[step][key]
+      )
 
-def test_batches_larger_than_the_shard_span_epochs_without_dropping(fixture):
+
+def test_batches_larger_than_the_data_span_epochs_without_dropping(fixture):
   data_dir, _ = fixture
-  # 4 processes: 10 records each; batches of 16 straddle epochs.
-  ds = input_pipeline.create_dataset(
-    data_dir, "train", data_config(), 16, seed=0, train=True, process_index=1, process_count=4
-  )
-  stream = np.concatenate([b["index"] for b in take(iter(ds), 5)])  # 80 = 8 epochs
-  epochs = stream.reshape(8, 10)
+  # Batches of 16 over 40 records straddle epochs; every epoch is one full permutation.
+  ds = input_pipeline.create_dataset(data_dir, "train", data_config(), 16, seed=0, train=True)
+  stream = np.concatenate([b["index"] for b in take(iter(ds), 10)])  # 160 = 4 epochs
+  epochs = stream.reshape(4, NUM_EXAMPLES)
   for epoch in epochs:
-    assert sorted(epoch) == list(range(1, NUM_EXAMPLES, 4))
+    assert sorted(epoch) == list(range(NUM_EXAMPLES))
   assert len({tuple(e) for e in epochs}) > 1
 
 

@@ -28,6 +28,9 @@ def data_dir(tmp_path_factory):
 def launch(repo_root, workdir, data_dir, *flags, num_processes=2):
   env = dict(os.environ, DEVICES_PER_PROCESS="2", PYTHON=os.environ.get("PYTHON", "python"))
   env.pop("XLA_FLAGS", None)
+  # No persistent compilation cache here: an executable cached by a one-process run can be
+  # picked up by a process of a multi-process run and deadlock its collectives.
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   env["PATH"] = os.path.dirname(os.sys.executable) + os.pathsep + env.get("PATH", "")
   return subprocess.Popen(
     [

@@ -9,12 +9,11 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import smoke
-from inpainting import train
+from inpainting import checkpointing, train
 from inpainting.errors import UserError
 
 
@@ -38,12 +37,8 @@ def data_dir(tmp_path_factory):
 
 
 def final_params(workdir):
-  """The flat state dict of the latest checkpoint, as numpy arrays."""
-  directory = os.path.join(workdir, "checkpoints")
-  with ocp.CheckpointManager(directory, item_names=("state",)) as manager:
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return step, {k: np.asarray(v) for k, v in restored["state"].items()}
+  """(step, flat state as numpy) of the latest checkpoint in `workdir`."""
+  return checkpointing.read_latest_state(os.path.join(workdir, "checkpoints"))
 
 
 def test_four_devices_match_one_device(tmp_path, data_dir):
@@ -133,7 +128,9 @@ def _wait_for_checkpoint(workdir, process, timeout=180.0):
   deadline = time.monotonic() + timeout
   directory = os.path.join(workdir, "checkpoints")
   while time.monotonic() < deadline:
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    steps = (
+      [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    )
     if steps:
       return max(steps)
     if process.poll() is not None:

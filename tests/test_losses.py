@@ -1,0 +1,92 @@
+"""Loss functions on hand-computed values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inpainting import losses
+
+
+def test_kl_of_identical_gaussians_is_zero():
+  mu = jnp.array([[0.3, -1.2, 2.0]])
+  log_sigma = jnp.array([[0.1, -0.5, 0.7]])
+  assert float(losses.gaussian_kl(mu, log_sigma, mu, log_sigma)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_known_values():
+  # KL(N(1, 1) || N(0, 1)) = 0.5 per dimension, summed over 2 dims.
+  assert float(losses.standard_normal_kl(jnp.ones((1, 2)), jnp.zeros((1, 2)))) == pytest.approx(1.0)
+  # KL(N(0, s1^2) || N(0, s2^2)) = log(s2 / s1) + s1^2 / (2 s2^2) - 1/2.
+  s1, s2 = 0.5, 2.0
+  expected = np.log(s2 / s1) + s1**2 / (2 * s2**2) - 0.5
+  got = losses.gaussian_kl(
+    jnp.zeros((1, 1)),
+    jnp.log(jnp.full((1, 1), s1)),
+    jnp.zeros((1, 1)),
+    jnp.log(jnp.full((1, 1), s2)),
+  )
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  # Averaged over the batch: two examples with KL 0 and 1 give 0.5.
+  mu = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+  assert float(losses.standard_normal_kl(mu, jnp.zeros((2, 2)))) == pytest.approx(0.5)
+
+
+def test_hinge_losses_at_known_logits():
+  logits = jnp.array([2.0, 0.0, -1.0])
+  assert float(losses.hinge_d_real(logits)) == pytest.approx(1.0)  # mean(0, 1, 2)
+  assert float(losses.hinge_d_fake(logits)) == pytest.approx(4.0 / 3.0)  # mean(3, 1, 0)
+  assert float(losses.hinge_g(logits)) == pytest.approx(-1.0 / 3.0)
+
+
+def test_nonsaturating_and_bce():
+  zero = jnp.zeros((2, 3))
+  assert float(losses.nonsaturating_d_real(zero)) == pytest.approx(np.log(2.0))
+  assert float(losses.nonsaturating_d_fake(zero)) == pytest.approx(np.log(2.0))
+  assert float(losses.nonsaturating_g(zero)) == pytest.approx(np.log(2.0))
+  logits = jnp.array([-3.0, -0.5, 0.0, 2.0, 8.0])
+  sig = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+  for target in (0.0, 1.0):
+    expected = -np.mean(target * np.log(sig) + (1 - target) * np.log(1 - sig))
+    assert float(losses.bce_with_logits(logits, target)) == pytest.approx(expected, rel=1e-5)
+  # BCE against 1 is the non-saturating G loss.
+  assert float(losses.bce_with_logits(logits, 1.0)) == pytest.approx(
+    float(losses.nonsaturating_g(logits)), rel=1e-6
+  )
+
+
+def test_gan_losses_by_name():
+  assert losses.gan_losses("hinge")[2] is losses.hinge_g
+  with pytest.raises(ValueError, match="gan_loss"):
+    losses.gan_losses("wasserstein")
+
+
+def _hole_setup():
+  mask = np.zeros((1, 4, 4, 1), np.float32)
+  mask[:, 1:3, 1:3] = 1  # 4 hole pixels, 12 border pixels.
+  target = np.zeros((1, 4, 4, 3), np.float32)
+  output = target + np.where(mask > 0, 1.0, 2.0).astype(np.float32)  # error 1 in, 2 out
+  return output, target, mask
+
+
+def test_hole_weighted_l1_and_l2():
+  output, target, mask = _hole_setup()
+  # Mean over 16 pixels x 3 channels of weight * error.
+  l1 = losses.hole_weighted_l1(output, target, mask, hole_weight=6.0, valid_weight=0.5)
+  assert float(l1) == pytest.approx((4 * 6.0 * 1.0 + 12 * 0.5 * 2.0) / 16)
+  l2 = losses.hole_weighted_l2(output, target, mask, hole_weight=6.0, valid_weight=0.5)
+  assert float(l2) == pytest.approx((4 * 6.0 * 1.0 + 12 * 0.5 * 4.0) / 16)
+  # Border weight 0: only the hole counts.
+  assert float(losses.hole_weighted_l1(output, target, mask, 1.0, 0.0)) == pytest.approx(4 / 16)
+  # masked_l1 is the mean error over hole pixels only.
+  assert float(losses.masked_l1(output, target, mask)) == pytest.approx(1.0)
+
+
+def test_feature_matching():
+  real = [jnp.ones((2, 4, 4, 3)), jnp.zeros((2, 2, 2, 5))]
+  assert float(losses.feature_matching(real, real)) == 0.0
+  fake = [f + 1.0 for f in real]
+  assert float(losses.feature_matching(fake, real)) == pytest.approx(1.0)
+  # No gradient flows into the real branch.
+  grad_real = jax.grad(lambda r: losses.feature_matching(fake, r))(real)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in grad_real)
