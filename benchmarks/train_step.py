@@ -29,6 +29,7 @@ flags.DEFINE_integer("batch", 64, "Global batch size.")
 flags.DEFINE_integer("steps", 10, "Timed steps (after warm-up).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_integer("vocab_size", 512, "Caption vocabulary size of the synthetic batch.")
+flags.DEFINE_integer("peak_matmul_size", 4096, "Side of the square matmul that measures peak.")
 flags.mark_flag_as_required("config")
 
 
@@ -105,11 +106,11 @@ def benchmark(config, batch_size: int, steps: int, warmup: int, vocab_size: int)
     "images_per_second": batch_size / step_time,
     "achieved_gflops_per_second": flops / step_time / 1e9,
   }
-  peak_f32 = matmul_peak(jnp.float32)
+  peak_f32 = matmul_peak(jnp.float32, FLAGS.peak_matmul_size)
   result["peak_f32_gflops_per_second"] = peak_f32 / 1e9
   result["mfu_vs_f32_peak"] = flops / step_time / peak_f32
   if result["compute_dtype"] == "bfloat16":
-    peak_bf16 = matmul_peak(jnp.bfloat16)
+    peak_bf16 = matmul_peak(jnp.bfloat16, FLAGS.peak_matmul_size)
     result["peak_bf16_gflops_per_second"] = peak_bf16 / 1e9
     result["mfu_vs_bf16_peak"] = flops / step_time / peak_bf16
   memory = jax.devices()[0].memory_stats() or {}
