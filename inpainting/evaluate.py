@@ -114,7 +114,7 @@ class Scorer:
     out["lpips_best_of_k"] = lpips_values.min(0)
     if len(samples) > 1:
       out["diversity_lpips"] = self._lpips.pairwise_diversity(samples).astype(np.float64)
-    scenes = [json.loads(s) for s in batch["scene"]] if "scene" in batch else []
+    scenes = [json.loads(s) if s else None for s in batch.get("scene", [])]
     if scenes and all(scenes):
       out.update(self._compliance(samples[0], scenes, mask))
     return out

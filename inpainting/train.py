@@ -401,7 +401,7 @@ def params_fingerprint(state) -> str:
 
 
 def _flops(compiled) -> float:
-  """XLA's FLOP count for one compiled step (cost_analysis is a dict or a list of dicts)."""
+  """XLA's FLOP count of a compiled (or lowered) step; cost_analysis is a dict or a list."""
   try:
     cost = compiled.cost_analysis()
   except Exception:  # noqa: BLE001  (not every backend reports costs)

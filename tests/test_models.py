@@ -267,22 +267,21 @@ def test_conv_and_transposed_conv_follow_pytorch_semantics():
           padded[0, iy * 2 + ky, ix * 2 + kx] += x[0, iy, ix] @ torch_weight[:, :, ky, kx]
   expected = padded[:, 1:7, 1:7]  # Crop padding=1 on each side: (3 - 1) * 2 - 2 + 4 = 6.
   init = layers.ParamInit(nnx.Rngs(0))
-  up = layers.ConvTranspose(
-    2, 5, 4, init=init, stride=2, padding=1, use_bias=False, kernel_std=0.02
-  )
+  up = layers.ConvTranspose(2, 5, init=init, use_bias=False, kernel_std=0.02)
   up.kernel[...] = jnp.asarray(torch_weight.transpose(2, 3, 1, 0))
   np.testing.assert_allclose(np.asarray(up(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-5)
 
   down = layers.Conv(2, 5, 4, init=init, stride=2, padding=1, use_bias=False, kernel_std=0.02)
-  image = rng.normal(size=(1, 8, 8, 2)).astype(np.float32)
   kernel = np.asarray(down.kernel[...])
-  padded_image = np.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  conv_expected = np.zeros((1, 4, 4, 5), np.float32)
-  for oy in range(4):
-    for ox in range(4):
-      patch = padded_image[0, oy * 2 : oy * 2 + 4, ox * 2 : ox * 2 + 4]
-      conv_expected[0, oy, ox] = np.einsum("hwi,hwio->o", patch, kernel)
-  np.testing.assert_allclose(np.asarray(down(jnp.asarray(image))), conv_expected, atol=1e-5)
+  for size in (8, 4):  # 4 takes the folded (space-to-depth) form.
+    image = rng.normal(size=(1, size, size, 2)).astype(np.float32)
+    padded_image = np.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv_expected = np.zeros((1, size // 2, size // 2, 5), np.float32)
+    for oy in range(size // 2):
+      for ox in range(size // 2):
+        patch = padded_image[0, oy * 2 : oy * 2 + 4, ox * 2 : ox * 2 + 4]
+        conv_expected[0, oy, ox] = np.einsum("hwi,hwio->o", patch, kernel)
+    np.testing.assert_allclose(np.asarray(down(jnp.asarray(image))), conv_expected, atol=1e-5)
 
 
 def test_spectral_norm_converges_and_only_updates_when_asked():

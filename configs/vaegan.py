@@ -1,0 +1,75 @@
+"""The main model: caption-conditioned VAE-GAN with a learned conditional prior.
+
+Sized to train at a useful rate on a 2-core CPU (batch 64). `get_config("runlocal")`
+shrinks it further for a quick look.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def model_config(text_size: str = "base") -> ml_collections.ConfigDict:
+  """The `config.model` block of vaegan (l2 reuses it)."""
+  m = ml_collections.ConfigDict()
+  m.name = "vaegan"  # Model family (inpainting/models/registry.py).
+  m.dtype = "float32"  # Compute dtype: float32 | bfloat16 (parameters stay float32).
+  m.vocab_size = 0  # Caption vocabulary; 0 = filled in by the trainer from the tokenizer.
+  m.text = common.text_encoder(text_size)  # Caption encoder + conditioning augmentation.
+  m.widths = (32, 64, 128)  # U-Net channels at 32, 16, 8 px (input folded 64 -> 32 px).
+  m.attention_resolutions = (16, 8)  # U-Net levels (px) with cross-attention to the words.
+  m.attention_heads = 4  # Heads of those cross-attentions (must divide the level width).
+  m.z_dim = 32  # Latent z size; enters at the bottleneck and in every FiLM.
+  m.encoder_widths = (32, 32, 64, 64)  # Posterior/prior channels at 32, 16, 8, 4 px.
+  m.disc_widths = (32, 64, 128)  # Discriminator channels at 32, 16, 8 px.
+  return m
+
+
+def loss_config() -> ml_collections.ConfigDict:
+  loss = ml_collections.ConfigDict()
+  loss.hole_weight = 6.0  # L1 weight of hole pixels (raw output vs truth).
+  loss.valid_weight = 1.0  # L1 weight of border pixels (the raw output is composited away).
+  loss.recon_weight = 1.0  # Weight of the hole-weighted L1 in the G loss.
+  loss.kl_weight = 0.01  # Weight of KL(q(z|x,c) || p(z|border,c)), summed over z dims.
+  loss.cond_kl_weight = 0.001  # Weight of the conditioning-augmentation KL to N(0, I).
+  loss.gan_loss = "hinge"  # hinge | nonsaturating.
+  loss.adversarial_weight = 0.1  # Weight of G's adversarial loss.
+  loss.mismatch_weight = 0.5  # D loss weight of real images with a wrong caption (as fake).
+  loss.feature_matching = 0.0  # Weight of L1 feature matching on D features; 0 = off.
+  return loss
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  optim = ml_collections.ConfigDict()
+  optim.learning_rate = 2e-4  # Peak Adam learning rate of G, text encoder, posterior, prior.
+  optim.d_learning_rate = 2e-4  # Peak Adam learning rate of the discriminator.
+  optim.b1 = 0.5  # Adam beta1 (low for GAN stability).
+  optim.b2 = 0.999  # Adam beta2.
+  optim.warmup_steps = 20  # Linear warm-up from 0 to the peak learning rate.
+  optim.schedule = "constant"  # After warm-up: constant | cosine (to 0 at num_train_steps).
+  optim.grad_clip = 0.0  # Global-norm gradient clipping per optimizer; 0 = off.
+  return optim
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base()
+  c.model = model_config()
+  c.loss = loss_config()
+  c.optim = optim_config()
+  # About 3 s per step at batch 64 on a shared 2-core CPU: ~25 minutes with evaluations.
+  c.num_train_steps = 400  # Optimizer steps (D and G one each per step).
+  c.log_every_steps = 10  # Console + TensorBoard scalars.
+  c.eval_every_steps = 100  # Validation losses and sample grids.
+  c.checkpoint_every_steps = 100  # Orbax saves.
+  if arg == "runlocal":  # A few minutes on a laptop.
+    c.model.text = common.text_encoder("tiny")  # Smaller caption encoder.
+    c.model.widths = (24, 48, 64)  # Narrower U-Net.
+    c.model.encoder_widths = (16, 16, 32, 32)  # Narrower posterior/prior.
+    c.model.disc_widths = (16, 32, 64)  # Narrower discriminator.
+    c.global_batch_size = 32  # Half batch.
+    c.num_train_steps = 300  # Short run.
+    c.data.synthetic_num_train = 4_000  # Fewer scenes to prepare.
+    c.data.synthetic_num_validation = 500  # Fewer held-out scenes.
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
+  return c

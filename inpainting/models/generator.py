@@ -1,0 +1,128 @@
+"""The caption-conditioned U-Net generator shared by `vaegan` and `l2`.
+
+Input: `masked_input(batch)` [B, 64, 64, 4], folded by space-to-depth into 32x32x16; the
+levels run at 32, 16, 8 pixels with `config.model.widths`, the bottleneck at 4x4, and the
+last 32x32 features unfold by depth-to-space into the 64x64 RGB output (sub-pixel
+convolution). No layer works at 64x64: on XLA:CPU the full-resolution normalisation and
+conv backward passes cost more than everything else together. Text enters in three ways:
+  * FiLM at every block from the condition vector (concatenated with z when there is one),
+  * cross-attention from image features to word features at `attention_resolutions`,
+  * (through the condition) the latent z, also added as a dense map at the bottleneck.
+Only plain 3x3 convs, stride-2 3x3 convs, and 1x1 conv + nearest upsampling on the way up
+(the 3x3 conv after the skip concatenation does the spatial mixing): cheap on XLA:CPU.
+The output is tanh RGB over the whole image; callers composite it with the border.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from inpainting.models import layers
+from inpainting.models.layers import ParamInit
+from inpainting.models.text_encoder import Condition
+
+IMAGE_SIZE = 64
+BOTTLENECK_SIZE = 4
+FOLD = 2  # Space-to-depth factor: the U-Net's top level runs at 64 / FOLD px.
+
+
+class UNetGenerator(nnx.Module):
+  """U-Net over the masked image, conditioned on a caption and optionally a latent z."""
+
+  def __init__(self, model_config: ml_collections.ConfigDict, *, init: ParamInit):
+    dtype = layers.compute_dtype(model_config)
+    widths = tuple(model_config.widths)
+    top = IMAGE_SIZE // FOLD
+    if top // 2 ** len(widths) != BOTTLENECK_SIZE:
+      raise ValueError(f"model.widths needs 3 levels (32, 16, 8 px), got {widths}")
+    text = model_config.text
+    self.z_dim = model_config.z_dim
+    self.dtype = dtype
+    self.resolutions = tuple(top // 2**i for i in range(len(widths)))
+    self.attention_resolutions = tuple(model_config.attention_resolutions)
+    film_dim = text.cond_dim + self.z_dim
+    bottleneck = widths[-1]
+    heads = model_config.attention_heads
+
+    def block(cin, cout):
+      return layers.ConvBlock(cin, cout, film_dim, init=init, dtype=dtype)
+
+    def cross_attention(channels):
+      return layers.CrossAttention(channels, text.width, heads, init=init, dtype=dtype)
+
+    self.stem = layers.Conv(4 * FOLD * FOLD, widths[0], 3, init=init, dtype=dtype)
+    self.down_blocks = nnx.List([block(w, w) for w in widths])
+    self.down_attn = nnx.List(
+      [
+        cross_attention(w)
+        for w, r in zip(widths, self.resolutions)
+        if r in self.attention_resolutions
+      ]
+    )
+    next_widths = widths[1:] + (bottleneck,)
+    self.downsamples = nnx.List(
+      [
+        layers.Conv(w, w_next, 3, stride=2, init=init, dtype=dtype)
+        for w, w_next in zip(widths, next_widths)
+      ]
+    )
+    if self.z_dim:
+      self.z_to_map = layers.Dense(
+        self.z_dim, BOTTLENECK_SIZE**2 * bottleneck, init=init, dtype=dtype
+      )
+    self.middle = nnx.List([block(bottleneck, bottleneck) for _ in range(2)])
+    self.upsamples = nnx.List(
+      [layers.Conv(w_next, w, 1, init=init, dtype=dtype) for w, w_next in zip(widths, next_widths)]
+    )
+    self.up_blocks = nnx.List([block(2 * w, w) for w in widths])
+    self.up_attn = nnx.List(
+      [
+        cross_attention(w)
+        for w, r in zip(widths, self.resolutions)
+        if r in self.attention_resolutions
+      ]
+    )
+    self.out_norm = layers.GroupNorm(widths[0], init=init)
+    self.out_conv = layers.Conv(widths[0], 3 * FOLD * FOLD, 3, init=init, dtype=dtype)
+
+  def __call__(self, x: jax.Array, cond: Condition, z: jax.Array | None = None) -> jax.Array:
+    """Generates a full image.
+
+    Args:
+      x: float32 [B, 64, 64, 4] masked image + mask (`registry.masked_input`).
+      cond: the caption condition (`CaptionConditioner` or `null_condition`).
+      z: float32 [B, z_dim] latent, required iff the model has z_dim > 0.
+
+    Returns:
+      float32 [B, 64, 64, 3] in [-1, 1], not yet composited.
+    """
+    film = cond.vector
+    if self.z_dim:
+      film = jnp.concatenate([film, z], axis=-1)
+    film = film.astype(self.dtype)
+    words = cond.words.astype(self.dtype)
+    h = self.stem(layers.space_to_depth(x.astype(self.dtype), FOLD))
+    skips = []
+    attn_index = 0
+    for level, resolution in enumerate(self.resolutions):
+      h = self.down_blocks[level](h, film)
+      if resolution in self.attention_resolutions:
+        h = self.down_attn[attn_index](h, words, cond.word_mask)
+        attn_index += 1
+      skips.append(h)
+      h = nnx.silu(self.downsamples[level](h))
+    if self.z_dim:
+      h = h + self.z_to_map(z.astype(self.dtype)).reshape(h.shape)
+    for block in self.middle:
+      h = block(h, film)
+    for level in reversed(range(len(self.resolutions))):
+      h = layers.upsample_nearest(self.upsamples[level](h))  # 1x1 conv at low res.
+      h = self.up_blocks[level](jnp.concatenate([h, skips[level]], axis=-1), film)
+      if self.resolutions[level] in self.attention_resolutions:
+        attn_index -= 1
+        h = self.up_attn[attn_index](h, words, cond.word_mask)
+    h = layers.depth_to_space(self.out_conv(nnx.silu(self.out_norm(h))), FOLD)
+    return jnp.tanh(h.astype(jnp.float32))

@@ -1,0 +1,134 @@
+"""`l2`: context-encoder-style regression baseline (no latent, no discriminator).
+
+The same caption encoder, FiLM/cross-attention U-Net and compositing as `vaegan`, trained
+only to regress the hole: l2_weight * L2 + l1_weight * L1 (both hole-weighted), plus the
+conditioning-augmentation KL when captions are on. `model.use_caption=False` replaces the
+caption by the all-zero condition (the no-text ablation). Regression to the mean gives
+one blurry answer, so sample() returns the same completion K times.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from inpainting import losses
+from inpainting.models import layers, registry
+from inpainting.models.generator import UNetGenerator
+from inpainting.models.registry import Batch, composite, masked_input
+from inpainting.models.text_encoder import CaptionConditioner, Condition, null_condition
+
+
+class L2Model(nnx.Module):
+  """Optional caption conditioner, the U-Net and one Adam optimizer."""
+
+  def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+    model = config.model
+    if model.z_dim:
+      raise ValueError("the l2 model has no latent: set model.z_dim=0")
+    dtype = layers.compute_dtype(model)
+    init = layers.ParamInit(rngs)
+    self.use_caption = bool(model.use_caption)
+    self.text = (
+      CaptionConditioner(model, config.data.max_caption_length, init=init, dtype=dtype)
+      if self.use_caption
+      else None
+    )
+    self.generator = UNetGenerator(model, init=init)
+    init.finish()
+    tx = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
+    self.opt = nnx.Optimizer(self.trainable_parts(), tx, wrt=nnx.Param)
+    # Static copies for eval_losses(), which receives no config.
+    self.cond_dim = int(model.text.cond_dim)
+    self.text_width = int(model.text.width)
+    self.hole_weight = float(config.loss.hole_weight)
+    self.valid_weight = float(config.loss.valid_weight)
+    self.l1_weight = float(config.loss.l1_weight)
+    self.l2_weight = float(config.loss.l2_weight)
+
+  def trainable_parts(self) -> tuple[nnx.Module, ...]:
+    return (self.text, self.generator) if self.use_caption else (self.generator,)
+
+  def condition(self, batch: Batch, key: jax.Array | None) -> Condition:
+    """The caption condition (c sampled when `key` is given), or zeros without captions."""
+    if self.text is None:
+      batch_size, length = batch["tokens"].shape
+      return null_condition(batch_size, length, self.cond_dim, self.text_width)
+    return self.text(batch["tokens"], batch["token_mask"], key)
+
+
+def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> L2Model:
+  return L2Model(config, rngs)
+
+
+def _regression_losses(bundle: L2Model, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+  args = (raw, batch["image"], batch["mask"], bundle.hole_weight, bundle.valid_weight)
+  return {"loss_l2": losses.hole_weighted_l2(*args), "loss_l1": losses.hole_weighted_l1(*args)}
+
+
+def train_step(
+  bundle: L2Model, batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict
+) -> dict[str, jax.Array]:
+  """One Adam step on the regression loss; mutates the bundle, returns scalar metrics."""
+  step = bundle.opt.step[...]
+
+  def loss_fn(parts):
+    generator = parts[-1]
+    if bundle.use_caption:  # Conditioning augmentation draws c from rng.
+      cond = parts[0](batch["tokens"], batch["token_mask"], rng)
+    else:
+      cond = bundle.condition(batch, None)
+    raw = generator(masked_input(batch), cond)
+    terms = _regression_losses(bundle, raw, batch)
+    terms["kl_cond"] = losses.standard_normal_kl(cond.mu, cond.log_sigma)
+    total = (
+      config.loss.l2_weight * terms["loss_l2"]
+      + config.loss.l1_weight * terms["loss_l1"]
+      + config.loss.cond_kl_weight * terms["kl_cond"]
+    )
+    terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
+    return total, terms
+
+  parts = bundle.trainable_parts()
+  (loss, metrics), grads = nnx.value_and_grad(
+    loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
+  )(parts)
+  bundle.opt.update(parts, grads)
+  schedule = layers.learning_rate_schedule(
+    config.optim, config.optim.learning_rate, config.num_train_steps
+  )
+  return {
+    "loss": loss,
+    **metrics,
+    "grad_norm_g": optax.tree.norm(grads),
+    "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+  }
+
+
+def _predict(bundle: L2Model, batch: Batch) -> jax.Array:
+  return bundle.generator(masked_input(batch), bundle.condition(batch, None))
+
+
+def sample(bundle: L2Model, batch: Batch, rng: jax.Array, num_samples: int) -> jax.Array:
+  """The single deterministic completion (condition = mu), repeated K times."""
+  del rng  # Deterministic.
+  out = composite(_predict(bundle, batch), batch).astype(jnp.float32)
+  return jnp.broadcast_to(out, (num_samples, *out.shape))
+
+
+def eval_losses(bundle: L2Model, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+  del rng  # Deterministic.
+  raw = _predict(bundle, batch)
+  terms = _regression_losses(bundle, raw, batch)
+  terms["loss"] = bundle.l2_weight * terms["loss_l2"] + bundle.l1_weight * terms["loss_l1"]
+  terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
+  return terms
+
+
+registry.register(
+  "l2",
+  registry.Family(create=create, train_step=train_step, sample=sample, eval_losses=eval_losses),
+)

@@ -1,0 +1,141 @@
+"""Caption encoder and conditioning augmentation.
+
+Tokens (0 = padding) -> embeddings + learned positions -> a small pre-LN transformer ->
+per-word features (for cross-attention) and a masked-mean sentence vector. Conditioning
+augmentation (StackGAN, ChatPainter) maps the sentence vector to a Gaussian N(mu, sigma)
+over a `cond_dim` condition; training draws c = mu + sigma * eps and pays
+KL(N(mu, sigma) || N(0, 1)), which smooths the condition manifold for small caption sets.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from inpainting.models import layers
+from inpainting.models.layers import ParamInit
+
+# Keeps sigma of the condition in a numerically safe range.
+_LOG_SIGMA_RANGE = (-8.0, 4.0)
+
+
+class TransformerBlock(nnx.Module):
+  """Pre-LN block: x + attn(LN(x)); x + MLP(LN(x))."""
+
+  def __init__(self, width: int, num_heads: int, mlp_ratio: int, *, init: ParamInit, dtype):
+    self.norm1 = layers.LayerNorm(width, init=init)
+    self.attn = layers.SelfAttention(width, num_heads, init=init, dtype=dtype)
+    self.norm2 = layers.LayerNorm(width, init=init)
+    self.mlp_in = layers.Dense(width, mlp_ratio * width, init=init, dtype=dtype)
+    self.mlp_out = layers.Dense(mlp_ratio * width, width, init=init, dtype=dtype)
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    x = x + self.attn(self.norm1(x), mask)
+    return x + self.mlp_out(nnx.gelu(self.mlp_in(self.norm2(x))))
+
+
+class CaptionEncoder(nnx.Module):
+  """Token ids -> (word features [B, L, width], float32 sentence vector [B, width])."""
+
+  def __init__(
+    self,
+    text_config: ml_collections.ConfigDict,
+    vocab_size: int,
+    max_length: int,
+    *,
+    init: ParamInit,
+    dtype=jnp.float32,
+  ):
+    if vocab_size <= 0:
+      raise ValueError("config.model.vocab_size is 0: the trainer fills it from the tokenizer")
+    width = text_config.width
+    self.dtype = dtype
+    self.embed = layers.Embed(vocab_size, width, init=init)
+    self.positions = init.normal((max_length, width), 0.02)
+    self.blocks = nnx.List(
+      [
+        TransformerBlock(
+          width, text_config.num_heads, text_config.mlp_ratio, init=init, dtype=dtype
+        )
+        for _ in range(text_config.depth)
+      ]
+    )
+    self.final_norm = layers.LayerNorm(width, init=init)
+
+  def __call__(self, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    length = tokens.shape[1]
+    x = (self.embed(tokens) + self.positions[:length]).astype(self.dtype)
+    for block in self.blocks:
+      x = block(x, token_mask)
+    words = self.final_norm(x)
+    # Masked mean; the safe denominator gives the empty caption a zero vector, not NaN.
+    weights = token_mask.astype(jnp.float32)[..., None]
+    total = jnp.sum(words.astype(jnp.float32) * weights, axis=1)
+    sentence = total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    return words, sentence
+
+
+class Condition(NamedTuple):
+  """What the image networks receive from a caption.
+
+  Attributes:
+    vector: [B, cond_dim] the condition c (a sample, or mu when deterministic).
+    words: [B, L, width] per-word features for cross-attention.
+    word_mask: bool [B, L] True for real tokens.
+    mu, log_sigma: float32 [B, cond_dim] the conditioning-augmentation Gaussian.
+  """
+
+  vector: jax.Array
+  words: jax.Array
+  word_mask: jax.Array
+  mu: jax.Array
+  log_sigma: jax.Array
+
+
+class CaptionConditioner(nnx.Module):
+  """CaptionEncoder + conditioning augmentation (sentence -> mu, log sigma -> c)."""
+
+  def __init__(self, model_config: ml_collections.ConfigDict, max_length: int, *, init, dtype):
+    text = model_config.text
+    self.encoder = CaptionEncoder(text, model_config.vocab_size, max_length, init=init, dtype=dtype)
+    # Zero-initialised: c starts as N(0, I) for every caption (KL 0), then learns.
+    self.to_gaussian = layers.Dense(text.width, 2 * text.cond_dim, init=init, zero_init=True)
+
+  def __call__(self, tokens: jax.Array, token_mask: jax.Array, key: jax.Array | None) -> Condition:
+    """Encodes a caption batch.
+
+    Args:
+      tokens, token_mask: the batch's caption ids and validity mask.
+      key: draws c = mu + sigma * eps in training; None returns c = mu. Sampling uses
+        mu: the caption then fixes the condition and diversity comes from z alone.
+    """
+    words, sentence = self.encoder(tokens, token_mask)
+    mu, log_sigma = jnp.split(self.to_gaussian(sentence), 2, axis=-1)
+    log_sigma = jnp.clip(log_sigma, *_LOG_SIGMA_RANGE)
+    vector = mu
+    if key is not None:
+      vector = mu + jnp.exp(log_sigma) * jax.random.normal(key, mu.shape, mu.dtype)
+    return Condition(vector, words, token_mask, mu, log_sigma)
+
+
+def null_condition(
+  batch_size: int, length: int, cond_dim: int, width: int, dtype=jnp.float32
+) -> Condition:
+  """The all-zero condition used when captions are switched off (`model.use_caption`).
+
+  Args:
+    batch_size, length: the caption batch's shape.
+    cond_dim, width: `config.model.text.cond_dim` and `.width`.
+  """
+  zeros = jnp.zeros((batch_size, cond_dim), jnp.float32)
+  return Condition(
+    vector=zeros,
+    words=jnp.zeros((batch_size, length, width), dtype),
+    word_mask=jnp.zeros((batch_size, length), bool),
+    mu=zeros,
+    log_sigma=zeros,
+  )

@@ -1,0 +1,256 @@
+"""`vaegan`: the main model, a caption-conditioned VAE-GAN with a learned prior.
+
+Parts (attributes of the bundle, each counted separately by the trainer):
+  text           CaptionConditioner: caption -> condition c (conditioning augmentation)
+  generator      UNetGenerator: (masked image, c, words, z) -> image
+  posterior      q(z | full image, c)     used in training (reparameterised)
+  prior          p(z | border, c)         used at test time; trained through KL(q || p)
+  discriminator  PatchDiscriminator: projection + matching-aware, spectral norm
+  opt_g, opt_d   Adam over (text, generator, posterior, prior) and over the discriminator
+
+One train step: a single generator forward (kept for its VJP), then D's update on
+[real | fake | real with a wrong caption], then G's update against the *updated* D:
+  L_G = recon_weight * L1_hole_weighted + kl_weight * KL(q || p)
+        + cond_kl_weight * KL(N(mu_c, sigma_c) || N(0, I)) + adversarial_weight * L_adv
+        + feature_matching * FM.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from inpainting import losses
+from inpainting.models import layers, registry
+from inpainting.models.discriminator import PatchDiscriminator, matching_aware_batch
+from inpainting.models.generator import UNetGenerator
+from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
+from inpainting.models.registry import Batch, composite, masked_input
+from inpainting.models.text_encoder import CaptionConditioner, Condition
+
+
+class VaeGan(nnx.Module):
+  """Every trainable part of the VAE-GAN and its two optimizers."""
+
+  def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+    model = config.model
+    dtype = layers.compute_dtype(model)
+    max_length = config.data.max_caption_length
+    init = layers.ParamInit(rngs)
+    self.text = CaptionConditioner(model, max_length, init=init, dtype=dtype)
+    self.generator = UNetGenerator(model, init=init)
+    self.posterior = GaussianEncoder(model, init=init)
+    self.prior = GaussianEncoder(model, init=init)
+    self.discriminator = PatchDiscriminator(model, max_length, init=init)
+    init.finish()
+    tx_g = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
+    tx_d = layers.adam(config.optim, config.optim.d_learning_rate, config.num_train_steps)
+    self.opt_g = nnx.Optimizer(self.generator_parts(), tx_g, wrt=nnx.Param)
+    self.opt_d = nnx.Optimizer(self.discriminator, tx_d, wrt=nnx.Param)
+    # Static copies for eval_losses, which receives no config.
+    self.hole_weight = float(config.loss.hole_weight)
+    self.valid_weight = float(config.loss.valid_weight)
+
+  def generator_parts(self) -> tuple[nnx.Module, ...]:
+    """Everything opt_g trains, in a fixed order."""
+    return (self.text, self.generator, self.posterior, self.prior)
+
+
+def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> VaeGan:
+  return VaeGan(config, rngs)
+
+
+def _posterior_forward(parts, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+  """The training-time generator pass: c ~ N(mu_c, sigma_c), z ~ q, raw image.
+
+  Returns a flat dict of float32 arrays (the VJP's primal output).
+  """
+  text, generator, posterior, prior = parts
+  key_cond, key_z = jax.random.split(key)
+  cond = text(batch["tokens"], batch["token_mask"], key_cond)
+  mu_q, log_sigma_q = posterior(posterior_input(batch), cond.vector)
+  mu_p, log_sigma_p = prior(masked_input(batch), cond.vector)
+  z = reparameterize(mu_q, log_sigma_q, key_z)
+  raw = generator(masked_input(batch), cond, z)
+  return {
+    "raw": raw,
+    "mu_q": mu_q,
+    "log_sigma_q": log_sigma_q,
+    "mu_p": mu_p,
+    "log_sigma_p": log_sigma_p,
+    "mu_c": cond.mu,
+    "log_sigma_c": cond.log_sigma,
+  }
+
+
+def train_step(
+  bundle: VaeGan, batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict
+) -> dict[str, jax.Array]:
+  """One D update then one G update; mutates the bundle, returns scalar metrics."""
+  weights = config.loss
+  d_real_loss, d_fake_loss, g_adv_loss = losses.gan_losses(weights.gan_loss)
+  with_mismatch = weights.mismatch_weight > 0
+  use_fm = weights.feature_matching > 0
+  step_g = bundle.opt_g.step[...]
+  step_d = bundle.opt_d.step[...]
+
+  # Generator forward once; its VJP is reused for G's update after D has moved.
+  parts = bundle.generator_parts()
+  g_graph, g_params, g_rest = nnx.split(parts, nnx.Param, ...)
+
+  def forward(params):
+    return _posterior_forward(nnx.merge(g_graph, params, g_rest, copy=True), batch, rng)
+
+  outputs, g_vjp = jax.vjp(forward, g_params)
+  fake = jax.lax.stop_gradient(composite(outputs["raw"], batch))
+
+  # --- Discriminator: real = real; fake, and real with a wrong caption = fake. ---
+  d_batch = matching_aware_batch(batch, fake, with_mismatch)
+  num_segments = 3 if with_mismatch else 2
+
+  batch_size = fake.shape[0]
+
+  def d_loss_fn(disc):
+    # Features of [real | fake] only: the mismatched segment re-uses the real features.
+    h = disc.features(d_batch["image"][: 2 * batch_size], d_batch["mask"][: 2 * batch_size], True)[
+      -1
+    ]
+    if with_mismatch:
+      h = jnp.concatenate([h, h[:batch_size]], axis=0)
+    logits = disc.score(h, d_batch["tokens"], d_batch["token_mask"], True)
+    segments = jnp.split(logits, num_segments, axis=0)
+    real, fake_term = d_real_loss(segments[0]), d_fake_loss(segments[1])
+    mismatch = d_fake_loss(segments[2]) if with_mismatch else jnp.float32(0)
+    total = real + fake_term + weights.mismatch_weight * mismatch
+    aux = {
+      "loss_d_real": real,
+      "loss_d_fake": fake_term,
+      "loss_d_mismatch": mismatch,
+      "d_logit_real": jnp.mean(segments[0]),
+      "d_logit_fake": jnp.mean(segments[1]),
+    }
+    return total, aux
+
+  (loss_d, d_metrics), d_grads = nnx.value_and_grad(
+    d_loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
+  )(bundle.discriminator)
+  bundle.opt_d.update(bundle.discriminator, d_grads)
+
+  # --- Generator (+ text, posterior, prior) against the updated D. ---
+  d_graph, d_state = nnx.split(bundle.discriminator)
+
+  def g_loss_fn(outs):
+    disc = nnx.merge(d_graph, d_state, copy=True)
+    generated = composite(outs["raw"], batch)
+    images, copies = generated, 1
+    if use_fm:  # Real images in the same pass give the feature-matching targets.
+      images, copies = jnp.concatenate([generated, batch["image"]], axis=0), 2
+    logits, features = disc(
+      images,
+      jnp.concatenate([batch["mask"]] * copies, axis=0),
+      jnp.concatenate([batch["tokens"]] * copies, axis=0),
+      jnp.concatenate([batch["token_mask"]] * copies, axis=0),
+      False,
+    )
+    adversarial = g_adv_loss(logits[:batch_size])
+    fm = jnp.float32(0)
+    if use_fm:
+      fm = losses.feature_matching(
+        [f[:batch_size] for f in features], [f[batch_size:] for f in features]
+      )
+    recon = losses.hole_weighted_l1(
+      outs["raw"], batch["image"], batch["mask"], weights.hole_weight, weights.valid_weight
+    )
+    kl_z = losses.gaussian_kl(outs["mu_q"], outs["log_sigma_q"], outs["mu_p"], outs["log_sigma_p"])
+    kl_cond = losses.standard_normal_kl(outs["mu_c"], outs["log_sigma_c"])
+    total = (
+      weights.recon_weight * recon
+      + weights.kl_weight * kl_z
+      + weights.cond_kl_weight * kl_cond
+      + weights.adversarial_weight * adversarial
+      + weights.feature_matching * fm
+    )
+    aux = {
+      "loss_recon": recon,
+      "kl_z": kl_z,
+      "kl_cond": kl_cond,
+      "loss_g_adv": adversarial,
+      "loss_fm": fm,
+    }
+    return total, aux
+
+  (loss_g, g_metrics), output_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outputs)
+  (g_grads,) = g_vjp(output_grads)
+  bundle.opt_g.update(parts, g_grads)
+
+  lr_g = layers.learning_rate_schedule(
+    config.optim, config.optim.learning_rate, config.num_train_steps
+  )
+  lr_d = layers.learning_rate_schedule(
+    config.optim, config.optim.d_learning_rate, config.num_train_steps
+  )
+  return {
+    "loss_g": loss_g,
+    "loss_d": loss_d,
+    **g_metrics,
+    **d_metrics,
+    "l1_hole": losses.masked_l1(outputs["raw"], batch["image"], batch["mask"]),
+    "grad_norm_g": optax.tree.norm(g_grads),
+    "grad_norm_d": optax.tree.norm(d_grads),
+    "learning_rate": jnp.asarray(lr_g(step_g), jnp.float32),
+    "learning_rate_d": jnp.asarray(lr_d(step_d), jnp.float32),
+  }
+
+
+def _tile(x: jax.Array, num_samples: int) -> jax.Array:
+  """[B, ...] -> [num_samples * B, ...] (sample-major)."""
+  return jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+
+
+def sample(bundle: VaeGan, batch: Batch, rng: jax.Array, num_samples: int) -> jax.Array:
+  """K completions per example with z drawn from the learned prior p(z | border, caption).
+
+  The caption condition is its mean mu_c (no conditioning-augmentation noise), so every
+  difference between the K samples comes from z.
+
+  Returns:
+    float32 [num_samples, B, 64, 64, 3], border copied from the input.
+  """
+  cond = bundle.text(batch["tokens"], batch["token_mask"], None)
+  x = masked_input(batch)
+  mu_p, log_sigma_p = bundle.prior(x, cond.vector)
+  eps = jax.random.normal(rng, (num_samples, *mu_p.shape), jnp.float32)
+  z = (mu_p + jnp.exp(log_sigma_p) * eps).reshape(-1, mu_p.shape[-1])
+  tiled = Condition(*(_tile(field, num_samples) for field in cond))
+  raw = bundle.generator(_tile(x, num_samples), tiled, z)
+  raw = raw.reshape(num_samples, *batch["image"].shape)
+  return composite(raw, batch).astype(jnp.float32)
+
+
+def eval_losses(bundle: VaeGan, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+  """Held-out reconstruction (z ~ q), KL terms and the hole L1 of one prior sample."""
+  key_q, key_p = jax.random.split(rng)
+  cond = bundle.text(batch["tokens"], batch["token_mask"], None)
+  x = masked_input(batch)
+  mu_q, log_sigma_q = bundle.posterior(posterior_input(batch), cond.vector)
+  mu_p, log_sigma_p = bundle.prior(x, cond.vector)
+  raw_q = bundle.generator(x, cond, reparameterize(mu_q, log_sigma_q, key_q))
+  raw_p = bundle.generator(x, cond, reparameterize(mu_p, log_sigma_p, key_p))
+  return {
+    "loss_recon": losses.hole_weighted_l1(
+      raw_q, batch["image"], batch["mask"], bundle.hole_weight, bundle.valid_weight
+    ),
+    "kl_z": losses.gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p),
+    "kl_cond": losses.standard_normal_kl(cond.mu, cond.log_sigma),
+    "l1_hole_posterior": losses.masked_l1(raw_q, batch["image"], batch["mask"]),
+    "l1_hole_prior": losses.masked_l1(raw_p, batch["image"], batch["mask"]),
+  }
+
+
+registry.register(
+  "vaegan",
+  registry.Family(create=create, train_step=train_step, sample=sample, eval_losses=eval_losses),
+)
