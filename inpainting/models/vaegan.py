@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from inpainting import losses
-from inpainting.models import layers, registry
+from inpainting.models import gan, layers, registry
 from inpainting.models.discriminator import PatchDiscriminator, matching_aware_batch
 from inpainting.models.generator import UNetGenerator
 from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
@@ -134,13 +134,9 @@ def train_step(
     }
     return total, aux
 
-  (loss_d, d_metrics), d_grads = nnx.value_and_grad(
-    d_loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
-  )(bundle.discriminator)
-  bundle.opt_d.update(bundle.discriminator, d_grads)
-
-  # --- Generator (+ text, posterior, prior) against the updated D. ---
-  d_graph, d_state = nnx.split(bundle.discriminator)
+  loss_d, d_metrics, (d_graph, d_state) = gan.update_discriminator(
+    bundle.discriminator, bundle.opt_d, d_loss_fn
+  )
 
   def g_loss_fn(outs):
     disc = nnx.merge(d_graph, d_state, copy=True)
@@ -199,7 +195,6 @@ def train_step(
     **d_metrics,
     "l1_hole": losses.masked_l1(outputs["raw"], batch["image"], batch["mask"]),
     "grad_norm_g": optax.tree.norm(g_grads),
-    "grad_norm_d": optax.tree.norm(d_grads),
     "learning_rate": jnp.asarray(lr_g(step_g), jnp.float32),
     "learning_rate_d": jnp.asarray(lr_d(step_d), jnp.float32),
   }
