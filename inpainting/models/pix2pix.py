@@ -236,12 +236,6 @@ def train_step(
   (g_grads,) = g_vjp(raw_grad)
   bundle.opt_g.update(bundle.generator, g_grads)
 
-  lr_g = layers.learning_rate_schedule(
-    config.optim, config.optim.learning_rate, config.num_train_steps
-  )
-  lr_d = layers.learning_rate_schedule(
-    config.optim, config.optim.d_learning_rate, config.num_train_steps
-  )
   return {
     "loss_g": loss_g,
     "loss_d": loss_d,
@@ -249,8 +243,7 @@ def train_step(
     **d_metrics,
     "l1_hole": losses.masked_l1(raw, batch["image"], batch["mask"]),
     "grad_norm_g": optax.tree.norm(g_grads),
-    "learning_rate": jnp.asarray(lr_g(step_g), jnp.float32),
-    "learning_rate_d": jnp.asarray(lr_d(step_d), jnp.float32),
+    **gan.learning_rates(config, step_g, step_d),
   }
 
 
