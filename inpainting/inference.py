@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -34,23 +35,25 @@ class Run:
     """[num_samples, B, 64, 64, 3] completions in [-1, 1] for a host batch."""
     device_batch = {k: jax.numpy.asarray(batch[k]) for k in sharding.DEVICE_KEYS}
     return np.asarray(
-      _sample(self, num_samples)(self.state, device_batch, jax.random.PRNGKey(seed))
+      _sampler(self.graphdef, self.family, num_samples)(
+        self.state, device_batch, jax.random.PRNGKey(seed)
+      )
     )
 
 
-_SAMPLERS: dict[tuple[int, int], object] = {}
+@functools.lru_cache(maxsize=16)
+def _sampler(graphdef: nnx.GraphDef, family: registry.Family, num_samples: int):
+  """One jitted sampler per model structure, shared by every checkpoint of a run.
 
+  Keyed by the graph definition rather than the Run, so the cache holds no parameters and
+  evaluating many checkpoints compiles once.
+  """
 
-def _sample(run: Run, num_samples: int):
-  key = (id(run), num_samples)
-  if key not in _SAMPLERS:
+  def sample(state, batch, rng):
+    bundle = nnx.merge(graphdef, state["model"])
+    return family.sample(bundle, batch, rng, num_samples)
 
-    def sample(state, batch, rng):
-      bundle = nnx.merge(run.graphdef, state["model"])
-      return run.family.sample(bundle, batch, rng, num_samples)
-
-    _SAMPLERS[key] = jax.jit(sample)
-  return _SAMPLERS[key]
+  return jax.jit(sample)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
