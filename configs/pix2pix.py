@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.ndf = 64  # Discriminator base width (reference value).
   c.model.num_downs = 6  # U-Net downsamplings: 64 px -> 1 px.
   c.model.skip_after_leaky_relu = True  # Reference quirk: skips carry LeakyReLU(x) (in-place op).
+  c.model.conv_impl = "auto"  # 4x4 stride-2 conv maths: auto (measured CPU choice) | xla.
   c.model.sample_dropout = False  # Dropout at sampling time (varied samples); off = eval mode.
 
   c.loss = ml_collections.ConfigDict()

@@ -23,6 +23,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from inpainting.models import strided_conv
+from inpainting.models.strided_conv import depth_to_space, space_to_depth  # noqa: F401  (re-exported)
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -106,44 +109,6 @@ class ParamInit:
 # --- Basic layers ------------------------------------------------------------------------------
 
 
-def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
-  """[B, H, W, C] -> [B, H / f, W / f, f * f * C]; channels ordered (row, column, C)."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // factor, factor, w // factor, factor, c)
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // factor, w // factor, factor * factor * c)
-
-
-def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
-  """The inverse of `space_to_depth`."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h, w, factor, factor, c // (factor * factor))
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * factor, w * factor, -1)
-
-
-# Inputs up to this size take the folded form of a 4x4 stride-2 padding-1 conv: XLA:CPU's
-# weight gradient of the strided conv is ~20x slower there (4x4x512 maps in pix2pix).
-_FOLD_MAX_SIZE = 4
-
-
-def _stride2_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """conv(x, kernel 4x4, stride 2, padding 1), computed exactly as a 2x2 stride-1 conv.
-
-  out[m] = sum_k xp[2m + k] w[k] with xp the padded input; after space-to-depth, taps
-  k = 2t + phase read block m + t at `phase`, so the kernel just regroups.
-  """
-  in_channels, out_channels = kernel.shape[2:]
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  regrouped = kernel.reshape(2, 2, 2, 2, in_channels, out_channels)  # [ty, py, tx, px, ...]
-  regrouped = regrouped.transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * in_channels, out_channels)
-  return jax.lax.conv_general_dilated(
-    space_to_depth(padded, 2),
-    regrouped,
-    (1, 1),
-    "VALID",
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
-
-
 def _padding(padding: str | int):
   """'SAME' / 'VALID', or the same explicit padding on all four sides."""
   if isinstance(padding, str):
@@ -166,6 +131,7 @@ class Conv(nnx.Module):
     use_bias: bool = True,
     kernel_std: float | None = None,
     dtype=jnp.float32,
+    impl: str = "auto",
   ):
     shape = (kernel_size, kernel_size, in_channels, out_channels)
     self.kernel = init.lecun(shape) if kernel_std is None else init.normal(shape, kernel_std)
@@ -173,18 +139,13 @@ class Conv(nnx.Module):
     self.stride = stride
     self.padding = _padding(padding)
     self.dtype = dtype
+    self.impl = impl  # How 4x4 stride-2 convs are computed (strided_conv.IMPLS).
 
   def __call__(self, x: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
     kernel = (self.kernel[...] if kernel is None else kernel).astype(self.dtype)
     x = x.astype(self.dtype)
-    fold = (
-      kernel.shape[:2] == (4, 4)
-      and self.stride == 2
-      and self.padding == ((1, 1), (1, 1))
-      and x.shape[1] <= _FOLD_MAX_SIZE
-    )
-    if fold:
-      y = _stride2_conv_folded(x, kernel)
+    if kernel.shape[:2] == (4, 4) and self.stride == 2 and self.padding == ((1, 1), (1, 1)):
+      y = strided_conv.down(x, kernel, self.impl)
     else:
       y = jax.lax.conv_general_dilated(
         x,
@@ -198,19 +159,12 @@ class Conv(nnx.Module):
     return y
 
 
-# Transposed conv k=4, s=2, p=1 by output phase: out[2m + a] = sum over (d, k) in
-# _PHASE_TAPS[a] of x[m + d] * w[k]; each phase is a 2x2 stride-1 conv.
-_PHASE_TAPS = {0: ((-1, 3), (0, 1)), 1: ((0, 2), (1, 0))}
-
-
 class ConvTranspose(nnx.Module):
   """PyTorch ConvTranspose2d(kernel 4, stride 2, padding 1) in NHWC: output 2H x 2W.
 
-  The kernel is stored [4, 4, out, in] with kernel[i, j, o, c] == torch_weight[c, o, i, j].
-  The op is computed exactly as four 2x2 stride-1 convolutions, one per output phase,
-  interleaved by depth-to-space: XLA:CPU runs the equivalent input-dilated convolution
-  (lax.conv_transpose) and especially its weight gradient tens of times slower.
-  Init N(0, kernel_std^2) (pix2pix uses 0.02).
+  The kernel is stored [4, 4, out, in] with kernel[i, j, o, c] == torch_weight[c, o, i, j],
+  which is the HWIO kernel of the strided conv this layer is the adjoint of; it runs
+  through `strided_conv.up` (see there for how it is computed). Init N(0, kernel_std^2).
   """
 
   def __init__(
@@ -222,33 +176,15 @@ class ConvTranspose(nnx.Module):
     use_bias: bool,
     kernel_std: float,
     dtype=jnp.float32,
+    impl: str = "auto",
   ):
     self.kernel = init.normal((4, 4, out_channels, in_channels), kernel_std)
     self.bias = init.zeros((out_channels,)) if use_bias else None
     self.dtype = dtype
+    self.impl = impl
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.kernel[...].astype(self.dtype).transpose(0, 1, 3, 2)  # [4, 4, in, out]
-    x = x.astype(self.dtype)
-    rows = []
-    for a in (0, 1):
-      row = []
-      for b in (0, 1):
-        taps_y, taps_x = _PHASE_TAPS[a], _PHASE_TAPS[b]
-        phase_kernel = jnp.stack(
-          [jnp.stack([kernel[ky, kx] for _, kx in taps_x]) for _, ky in taps_y]
-        )  # [2, 2, in, out]
-        pad_y = (1, 0) if a == 0 else (0, 1)
-        pad_x = (1, 0) if b == 0 else (0, 1)
-        row.append(
-          jax.lax.conv_general_dilated(
-            x, phase_kernel, (1, 1), (pad_y, pad_x), dimension_numbers=("NHWC", "HWIO", "NHWC")
-          )
-        )
-      rows.append(jnp.stack(row, axis=3))  # [B, H, W, 2 (b), out]
-    phases = jnp.stack(rows, axis=3)  # [B, H, W, 2 (a), 2 (b), out]
-    batch, height, width = x.shape[:3]
-    y = phases.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, -1)
+    y = strided_conv.up(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.impl)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y

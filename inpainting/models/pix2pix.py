@@ -30,7 +30,7 @@ INIT_STD = 0.02  # The reference's init_type="normal", init_gain=0.02.
 DROPOUT_RATE = 0.5
 
 
-def _down_conv(in_channels: int, out_channels: int, init: ParamInit, dtype) -> Conv:
+def _down_conv(in_channels: int, out_channels: int, init: ParamInit, dtype, impl) -> Conv:
   return Conv(
     in_channels,
     out_channels,
@@ -41,13 +41,20 @@ def _down_conv(in_channels: int, out_channels: int, init: ParamInit, dtype) -> C
     use_bias=False,
     kernel_std=INIT_STD,
     dtype=dtype,
+    impl=impl,
   )
 
 
-def _up_conv(in_channels: int, out_channels: int, use_bias: bool, init, dtype) -> ConvTranspose:
+def _up_conv(in_channels, out_channels, use_bias: bool, init, dtype, impl) -> ConvTranspose:
   """ConvTranspose2d(in, out, kernel_size=4, stride=2, padding=1)."""
   return ConvTranspose(
-    in_channels, out_channels, init=init, use_bias=use_bias, kernel_std=INIT_STD, dtype=dtype
+    in_channels,
+    out_channels,
+    init=init,
+    use_bias=use_bias,
+    kernel_std=INIT_STD,
+    dtype=dtype,
+    impl=impl,
   )
 
 
@@ -66,6 +73,7 @@ class UNetBlock(nnx.Module):
     *,
     init: ParamInit,
     dtype,
+    impl: str,
     input_channels: int | None = None,
     inner: UNetBlock | None = None,
     outermost: bool = False,
@@ -77,12 +85,12 @@ class UNetBlock(nnx.Module):
     self.innermost = inner is None
     self.use_dropout = use_dropout
     self.skip_after_leaky_relu = skip_after_leaky_relu
-    self.down = _down_conv(input_channels, inner_channels, init, dtype)
+    self.down = _down_conv(input_channels, inner_channels, init, dtype, impl)
     has_down_norm = not outermost and not self.innermost
     self.down_norm = TorchBatchNorm(inner_channels, init=init) if has_down_norm else None
     self.inner = inner
     up_in = inner_channels if self.innermost else 2 * inner_channels
-    self.up = _up_conv(up_in, outer_channels, outermost, init, dtype)
+    self.up = _up_conv(up_in, outer_channels, outermost, init, dtype, impl)
     self.up_norm = None if outermost else TorchBatchNorm(outer_channels, init=init)
 
   def __call__(self, x: jax.Array, train: bool, dropout_key: jax.Array | None) -> jax.Array:
@@ -114,7 +122,7 @@ class UNetGenerator(nnx.Module):
     dtype = layers.compute_dtype(model_config)
     ngf = model_config.ngf
     skip = model_config.skip_after_leaky_relu
-    kw = dict(init=init, dtype=dtype, skip_after_leaky_relu=skip)
+    kw = dict(init=init, dtype=dtype, impl=model_config.conv_impl, skip_after_leaky_relu=skip)
     block = UNetBlock(ngf * 8, ngf * 8, **kw)  # Innermost: 2 -> 1 px.
     for _ in range(model_config.num_downs - 5):  # 512-wide middle blocks, with dropout.
       block = UNetBlock(ngf * 8, ngf * 8, inner=block, use_dropout=True, **kw)
@@ -146,6 +154,7 @@ class PatchDiscriminator(nnx.Module):
         use_bias=use_bias,
         kernel_std=INIT_STD,
         dtype=dtype,
+        impl=model_config.conv_impl,
       )
 
     self.first = conv(7, ndf, 2, True)
