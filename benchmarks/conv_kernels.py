@@ -2,7 +2,7 @@
 
   python benchmarks/conv_kernels.py [--batch=64] [--repeats=5]
 
-For each (input size, C, A) used by the pix2pix generator and discriminator, and for each of
+For each (input size, C, A) of a model's 4x4 stride-2 layers (--shapes), and for each of
 down / up / grad_w (inpainting/models/strided_conv.py), prints the median milliseconds of
 every exact formulation and its GFLOP/s; the last line is JSON. This is the measurement
 behind `strided_conv.choose()`.
@@ -25,9 +25,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 64, "Batch size.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per formulation (median reported).")
 
-# (input side 2H, C, A): every 4x4 stride-2 layer of pix2pix, as the down map's shapes.
-# Generator down convs, generator up convs (as the adjoint's down shapes), PatchGAN.
-SHAPES = [
+# (input side 2H, C, A) as the down map's shapes. pix2pix: generator down convs, generator
+# up convs (as the adjoint's down shapes), PatchGAN. vaegan: its discriminator.
+SHAPES = {}
+SHAPES["pix2pix"] = [
   (64, 4, 64),
   (32, 64, 128),
   (16, 128, 256),
@@ -41,6 +42,8 @@ SHAPES = [
   (64, 3, 128),
   (64, 7, 64),
 ]
+SHAPES["vaegan"] = [(64, 4, 32), (32, 32, 64), (16, 64, 128)]
+flags.DEFINE_enum("shapes", "pix2pix", list(SHAPES), "Which model's layer shapes.")
 
 
 def _median_ms(fn, *args) -> float:
@@ -57,7 +60,7 @@ def main(argv):
   del argv
   rng = np.random.default_rng(0)
   rows = []
-  for size, c, a in SHAPES:
+  for size, c, a in SHAPES[FLAGS.shapes]:
     half = size // 2
     x = jnp.asarray(rng.normal(size=(FLAGS.batch, size, size, c)), jnp.float32)
     y = jnp.asarray(rng.normal(size=(FLAGS.batch, half, half, a)), jnp.float32)

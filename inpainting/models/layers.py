@@ -144,14 +144,18 @@ class Conv(nnx.Module):
   def __call__(self, x: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
     kernel = (self.kernel[...] if kernel is None else kernel).astype(self.dtype)
     x = x.astype(self.dtype)
-    if kernel.shape[:2] == (4, 4) and self.stride == 2 and self.padding == ((1, 1), (1, 1)):
+    padding = self.padding
+    if isinstance(padding, str):  # Explicit pads, so that SAME 4x4/2 takes the fast path too.
+      strides = (self.stride, self.stride)
+      padding = tuple(jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding))
+    if kernel.shape[:2] == (4, 4) and self.stride == 2 and padding == ((1, 1), (1, 1)):
       y = strided_conv.down(x, kernel, self.impl)
     else:
       y = jax.lax.conv_general_dilated(
         x,
         kernel,
         window_strides=(self.stride, self.stride),
-        padding=self.padding,
+        padding=padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
       )
     if self.bias is not None:

@@ -171,7 +171,7 @@ def choose(op: str, size: int, c: int, policy: str) -> str:
   """The formulation of `op` for input side `size` (2H) and C thin-side channels.
 
   Measured on a 2-core AMD EPYC at batch 64 (benchmarks/conv_kernels.py, RESULTS.md): XLA's
-  strided conv is best on maps of 16+ px with 64+ channels, a matmul over patches
+  strided conv is best on maps of 16+ px with 16+ input channels, a matmul over patches
   elsewhere; the four-phase conv is the best transposed conv from 16 px up and the matmul
   below; the weight gradient is a matmul for thin inputs and four tap matmuls otherwise.
   Other backends keep XLA's forms, which their vendor libraries already run well.
@@ -181,7 +181,7 @@ def choose(op: str, size: int, c: int, policy: str) -> str:
   if policy == "xla" or jax.default_backend() != "cpu":
     return "direct"
   if op == "down":
-    return "direct" if size >= 16 and c >= 64 else "matmul"
+    return "direct" if size >= 16 and c >= 16 else "matmul"
   if op == "up":
     return "phase" if size >= 16 else "matmul"
   return "matmul" if c < 16 else "taps"
