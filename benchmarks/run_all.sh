@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole benchmark suite: converter, input pipeline, train steps. Prints one table.
+# The benchmark suite: converter, input pipeline, train steps, checkpoint overhead, and the
+# PyTorch pix2pix reference when torch is installed. Prints one table.
 #   benchmarks/run_all.sh [--quick]
 # Each script's last line is a JSON object; this collects them. Numbers are medians on this
 # machine; compare ratios across machines, not absolute times.
@@ -27,6 +28,10 @@ run input_pipeline "$python" benchmarks/input_pipeline.py
 for config in vaegan l2 pix2pix; do
   run "train_$config" "$python" benchmarks/train_step.py --config="configs/$config.py" --batch=64 --steps="$steps"
 done
+run checkpoint "$python" benchmarks/checkpoint.py --config=configs/vaegan.py --batch=64 --steps="$steps"
+if "$python" -c "import torch" 2>/dev/null; then
+  run pix2pix_torch "$python" benchmarks/pix2pix_torch.py --batch=64 --steps="$steps"
+fi
 
 "$python" - "$out" <<'PY'
 import json, os, sys
@@ -50,4 +55,13 @@ for config in ("vaegan", "l2", "pix2pix"):
           f"({t['gflops_per_step']:.0f} GFLOP/step, MFU {100 * t['mfu_vs_f32_peak']:.1f}% of f32 matmul peak)")
   else:
     print(f"{'train ' + config:<22} {'failed':>16}")
+c = load("checkpoint")
+if c:
+  print(f"{'checkpoint (vaegan)':<22} {100 * c['overhead_fraction']:>16.2f}  % of step time, async save "
+        f"every {c['save_every_steps']} steps ({1e3 * c['median_async_overhead_seconds']:.0f} ms/save)")
+torch_ref, jax_ref = load("pix2pix_torch"), load("train_pix2pix")
+if torch_ref:
+  ratio = jax_ref.get("images_per_second", float("nan")) / torch_ref["images_per_second"]
+  print(f"{'pix2pix in PyTorch':<22} {torch_ref['images_per_second']:>16.1f}  images/s "
+        f"(this codebase / PyTorch = {ratio:.2f})")
 PY

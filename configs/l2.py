@@ -16,6 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.use_caption = True  # False = all-zero condition (no caption information).
   del c.model.encoder_widths  # No posterior/prior.
   del c.model.disc_widths  # No discriminator.
+  del c.model.conv_impl  # Only the discriminator has 4x4 stride-2 convs.
 
   c.loss = ml_collections.ConfigDict()
   c.loss.hole_weight = 1.0  # Per-pixel weight of hole pixels (raw output vs truth).

@@ -22,6 +22,7 @@ def model_config(text_size: str = "base") -> ml_collections.ConfigDict:
   m.z_dim = 32  # Latent z size; enters at the bottleneck and in every FiLM.
   m.encoder_widths = (32, 32, 64, 64)  # Posterior/prior channels at 32, 16, 8, 4 px.
   m.disc_widths = (32, 64, 128)  # Discriminator channels at 32, 16, 8 px.
+  m.conv_impl = "auto"  # D's 4x4 stride-2 conv maths: auto (measured CPU choice) | xla.
   return m
 
 

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from inpainting import checkpointing, input_pipeline, logs, masks, records, sharding
 from inpainting.errors import UserError
-from inpainting.models import registry
+from inpainting.models import layers, registry, strided_conv
 from inpainting.tokenizer import Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -246,6 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   registry.get(config.model.name)
   try:
     masks.parse(config.data.mask)
+    layers.compute_dtype(config.model)
+    strided_conv.check_impl(config.model.get("conv_impl", "auto"))
   except ValueError as error:
     raise UserError(str(error)) from None
 

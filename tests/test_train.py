@@ -200,3 +200,17 @@ def test_bad_config_is_one_line_error(tmp_path, repo_root):
   assert result.returncode == 2
   assert "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nonexistent'")
+
+
+@pytest.mark.parametrize(
+  ("override", "message"),
+  [
+    ({"model.conv_impl": "fast"}, "model.conv_impl must be one of"),
+    ({"model.dtype": "fp8"}, "model.dtype must be one of"),
+  ],
+)
+def test_bad_model_settings_fail_before_any_work(tmp_path, override, message):
+  config = smoke_config(**override)
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "data")  # Rejected before preparing synthetic data.

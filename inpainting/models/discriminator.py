@@ -26,15 +26,16 @@ class PatchDiscriminator(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, max_length: int, *, init):
     dtype = layers.compute_dtype(model_config)
     w0, w1, w2 = model_config.disc_widths
+    impl = model_config.get("conv_impl", "auto")  # Runs saved before the knob existed: auto.
     self.dtype = dtype
     self.text = CaptionEncoder(
       model_config.text, model_config.vocab_size, max_length, init=init, dtype=dtype
     )
     self.convs = nnx.List(
       [
-        layers.SNConv(4, w0, 4, stride=2, init=init, dtype=dtype),
-        layers.SNConv(w0, w1, 4, stride=2, init=init, dtype=dtype),
-        layers.SNConv(w1, w2, 4, stride=2, init=init, dtype=dtype),
+        layers.SNConv(4, w0, 4, stride=2, init=init, dtype=dtype, impl=impl),
+        layers.SNConv(w0, w1, 4, stride=2, init=init, dtype=dtype, impl=impl),
+        layers.SNConv(w1, w2, 4, stride=2, init=init, dtype=dtype, impl=impl),
         layers.SNConv(w2, w2, 3, stride=1, init=init, dtype=dtype),
       ]
     )

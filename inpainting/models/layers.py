@@ -418,9 +418,17 @@ class SNConv(nnx.Module):
     stride: int = 1,
     padding: int = 1,
     dtype=jnp.float32,
+    impl: str = "auto",
   ):
     self.conv = Conv(
-      in_channels, out_channels, kernel_size, init=init, stride=stride, padding=padding, dtype=dtype
+      in_channels,
+      out_channels,
+      kernel_size,
+      init=init,
+      stride=stride,
+      padding=padding,
+      dtype=dtype,
+      impl=impl,
     )
     self.u = init.normal((out_channels,), 1.0, kind=PowerIterationVector)
 

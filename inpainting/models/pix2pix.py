@@ -122,7 +122,9 @@ class UNetGenerator(nnx.Module):
     dtype = layers.compute_dtype(model_config)
     ngf = model_config.ngf
     skip = model_config.skip_after_leaky_relu
-    kw = dict(init=init, dtype=dtype, impl=model_config.conv_impl, skip_after_leaky_relu=skip)
+    kw = dict(
+      init=init, dtype=dtype, impl=model_config.get("conv_impl", "auto"), skip_after_leaky_relu=skip
+    )
     block = UNetBlock(ngf * 8, ngf * 8, **kw)  # Innermost: 2 -> 1 px.
     for _ in range(model_config.num_downs - 5):  # 512-wide middle blocks, with dropout.
       block = UNetBlock(ngf * 8, ngf * 8, inner=block, use_dropout=True, **kw)
@@ -154,7 +156,7 @@ class PatchDiscriminator(nnx.Module):
         use_bias=use_bias,
         kernel_std=INIT_STD,
         dtype=dtype,
-        impl=model_config.conv_impl,
+        impl=model_config.get("conv_impl", "auto"),
       )
 
     self.first = conv(7, ndf, 2, True)

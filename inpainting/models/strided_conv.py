@@ -167,6 +167,12 @@ GRAD_W = {"direct": grad_w_direct, "matmul": grad_w_matmul, "taps": grad_w_taps}
 IMPLS = ("auto", "xla")  # auto: the measured CPU choice below; xla: XLA's own forms.
 
 
+def check_impl(policy: str) -> None:
+  """Raises ValueError unless `policy` is one of IMPLS (config.model.conv_impl)."""
+  if policy not in IMPLS:
+    raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {policy!r}")
+
+
 def choose(op: str, size: int, c: int, policy: str) -> str:
   """The formulation of `op` for input side `size` (2H) and C thin-side channels.
 
@@ -176,8 +182,7 @@ def choose(op: str, size: int, c: int, policy: str) -> str:
   below; the weight gradient is a matmul for thin inputs and four tap matmuls otherwise.
   Other backends keep XLA's forms, which their vendor libraries already run well.
   """
-  if policy not in IMPLS:
-    raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {policy!r}")
+  check_impl(policy)
   if policy == "xla" or jax.default_backend() != "cpu":
     return "direct"
   if op == "down":
