@@ -63,7 +63,7 @@ def measure(config, directory: str) -> dict:
     checkpointer.save(step, compiled.state, data, force=True)
     blocked = time.perf_counter() - start
     overlapped = []
-    while checkpointer._manager.is_saving_in_progress():  # noqa: SLF001
+    while checkpointer.saving():
       overlapped.append(_step(compiled, step))
     after = [_step(compiled, step) for _ in range(2)]  # Steps after the write, for reference.
     extra = sum(max(0.0, t - baseline) for t in overlapped)

@@ -204,6 +204,10 @@ class Checkpointer:
       logging.info("checkpoint: saving step %d", step)
     return saved
 
+  def saving(self) -> bool:
+    """Whether an async save is still being written in the background."""
+    return self._manager.is_saving_in_progress()
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
