@@ -1,4 +1,4 @@
-"""4x4 stride-2 padding-1 convolutions (pix2pix's only resampling op), computed fast on CPU.
+"""4x4 stride-2 padding-1 convs (pix2pix's resampling, the PatchGANs'), computed fast on CPU.
 
 Three linear maps share one kernel w [4, 4, C, A] (HWIO):
   down(x, w):  x [B, 2H, 2W, C] -> [B, H, W, A]   the strided conv
@@ -7,7 +7,7 @@ Three linear maps share one kernel w [4, 4, C, A] (HWIO):
 
 The backward pass of `down` is (up, grad_w) and that of `up` is (down, grad_w), so with a
 custom VJP every pass of either layer is one of these three maps. Each map has several exact
-formulations whose speed on XLA:CPU differs by up to 90x with the shape (see
+formulations whose speed on XLA:CPU differs by up to ~80x with the shape (see
 benchmarks/conv_kernels.py): the autodiff form of a strided conv's weight gradient is a
 window-dilated convolution that runs at 4-8 GFLOP/s on thin or tiny maps, where a plain
 matmul over patches reaches ~100. `choose()` holds the measured choice per shape.
