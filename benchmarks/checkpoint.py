@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,13 +33,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("every", 100, "Save interval in steps whose overhead is reported.")
 flags.DEFINE_integer("saves", 3, "Async saves measured.")
 flags.DEFINE_string("dir", None, "Checkpoint folder (default: a temporary one).")
-
-
-def _step(compiled: bench_step.CompiledStep, i: int) -> float:
-  start = time.perf_counter()
-  compiled.state, metrics = compiled.step_fn(compiled.state, compiled.batch, jnp.int32(i))
-  jax.block_until_ready((compiled.state, metrics))
-  return time.perf_counter() - start
 
 
 def _folder_bytes(path: str) -> int:
@@ -64,8 +56,10 @@ def measure(config, directory: str) -> dict:
     blocked = time.perf_counter() - start
     overlapped = []
     while checkpointer.saving():
-      overlapped.append(_step(compiled, step))
-    after = [_step(compiled, step) for _ in range(2)]  # Steps after the write, for reference.
+      overlapped.append(bench_step.run_step(compiled, step))
+    after = [
+      bench_step.run_step(compiled, step) for _ in range(2)
+    ]  # Steps after the write, for reference.
     extra = sum(max(0.0, t - baseline) for t in overlapped)
     per_save.append(
       {
