@@ -247,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     masks.parse(config.data.mask)
     layers.compute_dtype(config.model)
-    strided_conv.check_impl(config.model.get("conv_impl", "auto"))
+    strided_conv.conv_impl(config.model)
   except ValueError as error:
     raise UserError(str(error)) from None
 

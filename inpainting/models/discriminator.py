@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from inpainting.models import layers
+from inpainting.models import layers, strided_conv
 from inpainting.models.text_encoder import CaptionEncoder
 
 Batch = dict[str, jax.Array]
@@ -26,7 +26,7 @@ class PatchDiscriminator(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, max_length: int, *, init):
     dtype = layers.compute_dtype(model_config)
     w0, w1, w2 = model_config.disc_widths
-    impl = model_config.get("conv_impl", "auto")  # Runs saved before the knob existed: auto.
+    impl = strided_conv.conv_impl(model_config)
     self.dtype = dtype
     self.text = CaptionEncoder(
       model_config.text, model_config.vocab_size, max_length, init=init, dtype=dtype

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from inpainting import losses
-from inpainting.models import gan, layers, registry
+from inpainting.models import gan, layers, registry, strided_conv
 from inpainting.models.layers import Conv, ConvTranspose, ParamInit, TorchBatchNorm
 from inpainting.models.registry import Batch, composite, masked_input
 
@@ -123,7 +123,7 @@ class UNetGenerator(nnx.Module):
     ngf = model_config.ngf
     skip = model_config.skip_after_leaky_relu
     kw = dict(
-      init=init, dtype=dtype, impl=model_config.get("conv_impl", "auto"), skip_after_leaky_relu=skip
+      init=init, dtype=dtype, impl=strided_conv.conv_impl(model_config), skip_after_leaky_relu=skip
     )
     block = UNetBlock(ngf * 8, ngf * 8, **kw)  # Innermost: 2 -> 1 px.
     for _ in range(model_config.num_downs - 5):  # 512-wide middle blocks, with dropout.
@@ -156,7 +156,7 @@ class PatchDiscriminator(nnx.Module):
         use_bias=use_bias,
         kernel_std=INIT_STD,
         dtype=dtype,
-        impl=model_config.get("conv_impl", "auto"),
+        impl=strided_conv.conv_impl(model_config),
       )
 
     self.first = conv(7, ndf, 2, True)

@@ -173,6 +173,13 @@ def check_impl(policy: str) -> None:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {policy!r}")
 
 
+def conv_impl(model_config) -> str:
+  """`config.model.conv_impl`, checked; "auto" for configs saved before the knob existed."""
+  policy = model_config.get("conv_impl", "auto")
+  check_impl(policy)
+  return policy
+
+
 def choose(op: str, size: int, c: int, policy: str) -> str:
   """The formulation of `op` for input side `size` (2H) and C thin-side channels.
 
