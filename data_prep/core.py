@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import PIL
 from array_record.python.array_record_module import ArrayRecordWriter
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
-from inpainting import records, scenes, tokenizer
+from inpainting import images, records, scenes, tokenizer
 from inpainting.errors import UserError
 
 SOURCES = ("ift6266", "coco", "flickr", "synthetic")
@@ -40,11 +40,11 @@ RECORDS_PER_SHARD = 10_000  # Shard size when --num_shards is 0 (about 120 MB of
 MIN_POOL_ITEMS = 2_000  # Fewer items than this are converted in-process (no pool start-up).
 CHUNK_SIZE = 256  # Items per worker task.
 WRITER_OPTIONS = "group_size:1,uncompressed,max_parallelism:1"
-RESIZE_NOTE = "centre crop to a square, then PIL Lanczos (antialiased) resize to 64x64"
+RESIZE_NOTE = images.RESIZE_NOTE
 
 # Skip reasons, in the order metadata.json lists them.
-GRAYSCALE = "grayscale"
-CORRUPT_IMAGE = "corrupt_image"
+GRAYSCALE = images.GRAYSCALE
+CORRUPT_IMAGE = images.CORRUPT_IMAGE
 MISSING_IMAGE = "missing_image"
 NO_CAPTIONS = "no_captions"
 INVALID_UTF8 = "invalid_utf8"
@@ -60,11 +60,8 @@ REASONS = (
   EMPTY_CAPTION,
   DUPLICATE_ID,
   MALFORMED_ROW,
+  images.TOO_LARGE,
 )
-
-# PIL modes without colour; RGB images whose channels differ by at most this are grey too.
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-_GRAY_TOLERANCE = 3
 
 
 class PrepareError(UserError):
@@ -230,54 +227,9 @@ def assemble(
 # --- decoding (runs in worker processes) ------------------------------------------------------
 
 
-class _Skipped(Exception):
-  def __init__(self, reason: str, detail: str):
-    super().__init__(detail)
-    self.reason = reason
-
-
 def load_image(path: str, grayscale: str = "skip") -> np.ndarray:
-  """Decodes an image file fully to uint8 [64, 64, 3].
-
-  Other sizes are centre-cropped to a square and resized with PIL's Lanczos filter
-  (antialiased); big JPEGs are first decoded at a reduced scale (`Image.draft`) to at
-  least twice the target size.
-
-  Raises:
-    _Skipped: grayscale (when `grayscale` is "skip") or undecodable / truncated files.
-  """
-  size = records.IMAGE_SIZE
-  try:
-    with Image.open(path) as image:
-      if image.mode in _GRAY_MODES and grayscale == "skip":
-        raise _Skipped(GRAYSCALE, f"{path} (mode {image.mode})")
-      if image.format == "JPEG" and min(image.size) > 2 * size:
-        image.draft("RGB", (2 * size, 2 * size))
-      image.load()  # Forces the full decode: truncated files fail here.
-      if image.mode != "RGB":
-        image = image.convert("RGB")
-      width, height = image.size
-      if (width, height) != (size, size):
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        box = (left, top, left + side, top + side)
-        image = image.resize((size, size), Image.Resampling.LANCZOS, box=box)
-      # tobytes + frombuffer: one copy, no per-pixel work.
-      pixels = np.frombuffer(image.tobytes(), np.uint8).reshape(size, size, 3)
-  except _Skipped:
-    raise
-  except Exception as error:  # Any decoder failure means a bad file, never a crash.
-    raise _Skipped(CORRUPT_IMAGE, f"{path} ({type(error).__name__}: {error})") from None
-  if grayscale == "skip":
-    # Colourless RGB files are grey too; every other pixel in each direction is plenty.
-    sample = pixels[::2, ::2].astype(np.int16)
-    spread = max(
-      np.abs(sample[..., 0] - sample[..., 1]).max(),
-      np.abs(sample[..., 1] - sample[..., 2]).max(),
-    )
-    if spread <= _GRAY_TOLERANCE:
-      raise _Skipped(GRAYSCALE, f"{path} (RGB without colour)")
-  return pixels
+  """`images.load`, kept under the converter's name (skips raise images.ImageError)."""
+  return images.load(path, grayscale)
 
 
 class _Outcome(NamedTuple):
@@ -291,7 +243,7 @@ def _convert(item: Item, seed: int, grayscale: str) -> _Outcome:
   if item.path:
     try:
       image = load_image(item.path, grayscale)
-    except _Skipped as skipped:
+    except images.ImageError as skipped:
       return _Outcome(None, (), skipped.reason, str(skipped))
     example = records.Example(id=item.id, image=image, captions=list(item.captions))
   else:

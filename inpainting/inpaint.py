@@ -48,8 +48,7 @@ def inpaint(
     UserError: unreadable image, bad mask, missing checkpoint, or an empty caption for a
       model that uses captions.
   """
-  from data_prep import core  # noqa: PLC0415
-  from inpainting import inference, masks  # noqa: PLC0415
+  from inpainting import images, inference, masks  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
 
   if num_samples < 1:
@@ -61,14 +60,14 @@ def inpaint(
   if not os.path.isfile(image_path):
     raise UserError(f"no such image: {image_path}")
   try:
-    pixels = core.load_image(image_path, grayscale="convert")
-  except Exception as error:  # noqa: BLE001  (any decoder failure is a bad file)
+    pixels = images.load(image_path, grayscale="convert")
+  except images.ImageError as error:
     raise UserError(f"cannot read image {image_path}: {error}") from None
   run = inference.load_run(workdir, step)
   if not caption.strip() and run.config.model.get("use_caption", True):
     raise UserError("this model is conditioned on captions: give a non-empty --caption")
   tokens, token_mask = run.tokenizer.encode([caption], run.config.data.max_caption_length)
-  image = pixels.astype(np.float32)[None] / 127.5 - 1.0
+  image = images.to_float(pixels)[None]
   batch = {"image": image, "mask": hole[None], "tokens": tokens, "token_mask": token_mask}
   samples = run.sample(batch, num_samples, seed)
   return image[0], samples[:, 0]
@@ -80,7 +79,7 @@ def main(argv):
   from inpainting.logs import quiet_libraries  # noqa: PLC0415
 
   quiet_libraries()
-  from inpainting import logs, masks  # noqa: PLC0415
+  from inpainting import images, logs, masks  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
 
   try:
@@ -101,7 +100,7 @@ def main(argv):
     sys.exit(2)
   hole = masks.make(masks.parse(FLAGS.mask))
   grid = logs.sample_grid((image * (1 - hole))[None], image[None], samples[:, None])
-  logs.save_png(FLAGS.out, grid)
+  images.save_png(FLAGS.out, grid)
   print(f"wrote {FLAGS.out}: input | original | {len(samples)} samples")
 
 

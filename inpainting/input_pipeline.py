@@ -64,7 +64,7 @@ import numpy as np
 from absl import flags
 from array_record.python.array_record_module import ArrayRecordReader
 
-from inpainting import masks, records
+from inpainting import images, masks, records
 from inpainting.tokenizer import Tokenizer
 
 DEVICE_KEYS = ("image", "mask", "tokens", "token_mask")  # as sharding.DEVICE_KEYS (no jax here)
@@ -308,10 +308,7 @@ class _LoadBatch(grain.transforms.Map):
     if self._random_flip:
       flip = uniforms[:, 1] < 0.5
       pixels[flip] = _mirror(pixels[flip])
-    # (x - 127.5) / 127.5 maps 0 -> -1 and 255 -> 1 exactly.
-    image = pixels.astype(np.float32)
-    image -= 127.5
-    image /= 127.5
+    image = images.to_float(pixels)
     return {
       "image": image,
       "mask": masks.make_batch(self._mask, size, height, width, uniforms=uniforms[:, 2:]),

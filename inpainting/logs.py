@@ -7,20 +7,14 @@ TensorBoard files are written with tensorboardX, which needs no TensorFlow.
 from __future__ import annotations
 
 import logging as logging_std
-import os
 import time
 from collections.abc import Mapping
 
 import jax
 import numpy as np
 from absl import logging
-from PIL import Image
 
-
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats -> uint8 pixels."""
-  images = np.asarray(images, np.float32)
-  return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+from inpainting import images as images_lib
 
 
 def sample_grid(masked: np.ndarray, truth: np.ndarray, samples: np.ndarray, pad: int = 2):
@@ -38,18 +32,11 @@ def sample_grid(masked: np.ndarray, truth: np.ndarray, samples: np.ndarray, pad:
   b, h, w, _ = truth.shape
   grid = np.full((b * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
   for col, images in enumerate(columns):
-    pixels = to_uint8(images)
+    pixels = images_lib.to_uint8(images)
     for row in range(b):
       y, x = pad + row * (h + pad), pad + col * (w + pad)
       grid[y : y + h, x : x + w] = pixels[row]
   return grid
-
-
-def save_png(path: str, image: np.ndarray) -> None:
-  """Writes atomically: a half-written PNG never appears under `path`."""
-  tmp = path + ".tmp"
-  Image.fromarray(image).save(tmp, format="PNG")
-  os.replace(tmp, path)
 
 
 class Writer:

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from inpainting import logs  # noqa: E402
+from inpainting import images  # noqa: E402
 
 TABLE_METRICS = (
   ("psnr_hole", "PSNR hole (dB) ↑"),
@@ -128,7 +128,7 @@ def write(out_dir: str, report: dict, grid) -> str:
   if _curve(report, os.path.join(out_dir, "metric_vs_step.png")):
     lines += ["## Metrics over training", "", "![metric vs step](metric_vs_step.png)", ""]
   if grid is not None:
-    logs.save_png(os.path.join(out_dir, "samples.png"), grid)
+    images.save_png(os.path.join(out_dir, "samples.png"), grid)
     lines += ["## Samples", "", "border | ground truth | K samples", "", "![samples](samples.png)"]
   path = os.path.join(out_dir, "report.md")
   tmp = path + ".tmp"

@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from inpainting import checkpointing, input_pipeline, logs, masks, records, sharding
+from inpainting import checkpointing, images, input_pipeline, logs, masks, records, sharding
 from inpainting.errors import UserError
 from inpainting.models import layers, registry, strided_conv
 from inpainting.tokenizer import Tokenizer
@@ -226,7 +226,7 @@ def light_evaluation(config, mesh, state, validation, eval_fn, sample_fn, step, 
     writer.image(step, "samples", grid)
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-      logs.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+      images.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
   writer.scalars(step, scalars)
   return scalars
 

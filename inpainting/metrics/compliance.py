@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from inpainting import images
 from inpainting import scenes as scenes_lib
 
 ATTRIBUTES = ("shape", "color", "size")
@@ -109,7 +110,7 @@ def classify_center(
   distance = np.zeros(len(generated), np.float32)
   for b, scene in enumerate(scenes):
     rows, cols = np.nonzero(hole[b] > 0.5)
-    candidates = renderer(scene)[:, rows, cols].astype(np.float32) / 127.5 - 1.0  # [N, P, 3]
+    candidates = images.to_float(renderer(scene)[:, rows, cols])  # [N, P, 3]
     target = generated[b, rows, cols]  # [P, 3]
     squared = np.square(candidates - target[None]).sum(axis=(1, 2))
     chosen[b] = int(np.argmin(squared))
