@@ -32,6 +32,49 @@ def test_kl_known_values():
   assert float(losses.standard_normal_kl(mu, jnp.zeros((2, 2)))) == pytest.approx(0.5)
 
 
+def test_kl_general_case_matches_numpy_closed_form():
+  # All four parameters arbitrary (sigma_p != 1, mu_q != mu_p), per dimension:
+  # KL = log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2,
+  # summed over dimensions and averaged over the batch, in float64 numpy.
+  rng = np.random.default_rng(3)
+  shape = (4, 5)
+  mu_q, mu_p = rng.normal(0.0, 1.5, shape), rng.normal(0.0, 1.5, shape)
+  sigma_q, sigma_p = rng.uniform(0.3, 2.5, shape), rng.uniform(0.3, 2.5, shape)
+  per_dim = np.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5
+  expected = per_dim.sum(axis=-1).mean()
+  args = [jnp.asarray(a, jnp.float32) for a in (mu_q, np.log(sigma_q), mu_p, np.log(sigma_p))]
+  assert float(losses.gaussian_kl(*args)) == pytest.approx(expected, rel=1e-5)
+  # A single dimension with round numbers: N(1, 0.5^2) || N(-1, 2^2)
+  # = log 4 + (0.25 + 4) / 8 - 0.5.
+  got = losses.gaussian_kl(
+    jnp.array([[1.0]]),
+    jnp.log(jnp.array([[0.5]])),
+    jnp.array([[-1.0]]),
+    jnp.log(jnp.array([[2.0]])),
+  )
+  assert float(got) == pytest.approx(np.log(4.0) + 4.25 / 8 - 0.5, rel=1e-6)
+
+
+def test_kl_agrees_with_a_monte_carlo_estimate():
+  # E_q[log q(z) - log p(z)] with z ~ q, independent of the closed form.
+  rng = np.random.default_rng(4)
+  mu_q, log_sigma_q = np.array([0.7, -1.1]), np.log(np.array([0.6, 1.8]))
+  mu_p, log_sigma_p = np.array([-0.4, 0.5]), np.log(np.array([1.7, 0.9]))
+  z = mu_q + np.exp(log_sigma_q) * rng.standard_normal((400_000, 2))
+
+  def log_density(x, mu, log_sigma):
+    return -0.5 * ((x - mu) / np.exp(log_sigma)) ** 2 - log_sigma - 0.5 * np.log(2 * np.pi)
+
+  samples = (log_density(z, mu_q, log_sigma_q) - log_density(z, mu_p, log_sigma_p)).sum(-1)
+  estimate, error = samples.mean(), samples.std() / np.sqrt(len(samples))
+  got = float(
+    losses.gaussian_kl(
+      *[jnp.asarray(a[None], jnp.float32) for a in (mu_q, log_sigma_q, mu_p, log_sigma_p)]
+    )
+  )
+  assert abs(got - estimate) < 5 * error
+
+
 def test_hinge_losses_at_known_logits():
   logits = jnp.array([2.0, 0.0, -1.0])
   assert float(losses.hinge_d_real(logits)) == pytest.approx(1.0)  # mean(0, 1, 2)
