@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from inpainting import images as images_lib
 from inpainting import scenes
 from inpainting.metrics import compliance
 
@@ -12,7 +13,8 @@ NUM_SCENES = 16
 @pytest.fixture(scope="module")
 def data():
   generated = [scenes.generate(7, i) for i in range(NUM_SCENES)]
-  images = np.stack([g[0] for g in generated]).astype(np.float32) / 127.5 - 1.0
+  # The project's one uint8 -> [-1, 1] conversion, as the candidates get: distances are 0.
+  images = images_lib.to_float(np.stack([g[0] for g in generated]))
   mask = np.zeros((NUM_SCENES, 64, 64, 1), np.float32)
   mask[:, 16:48, 16:48] = 1.0
   renderer = compliance.CandidateRenderer()
@@ -33,9 +35,71 @@ def test_wrong_caption_is_detected(data):
   center = scene_list[0]["objects"][0]
   other = next(c for c in scenes.COLORS if c != center["color"])
   swapped = scenes.with_center(scene_list[0], center["shape"], other, center["size"])
-  image = scenes.render(swapped)[None].astype(np.float32) / 127.5 - 1.0
+  image = images_lib.to_float(scenes.render(swapped)[None])
   hits = compliance.correct(image, scene_list[:1], mask[:1], renderer)
   assert hits["shape"][0] and hits["size"][0] and not hits["color"][0] and not hits["all"][0]
+
+
+def _with_donor_centres(scene_list, shifts, keep=0):
+  """Renders scene i with the centre attributes of scene (i + shifts[name]) % n.
+
+  The first `keep` scenes stay as they are. Returns the [-1, 1] images and, per attribute,
+  which renders still show the scene's own value (compared as strings, independently of
+  the module under test).
+  """
+  n = len(scene_list)
+  rendered, same = [], {name: [] for name in compliance.ATTRIBUTES}
+  for i, scene in enumerate(scene_list):
+    own = scene["objects"][0]
+    donated = {
+      name: own[name] if i < keep else scene_list[(i + shift) % n]["objects"][0][name]
+      for name, shift in shifts.items()
+    }
+    for name in compliance.ATTRIBUTES:
+      same[name].append(donated[name] == own[name])
+    rendered.append(scenes.render(scenes.with_center(scene, **donated)))
+  return images_lib.to_float(np.stack(rendered)), {name: np.array(v) for name, v in same.items()}
+
+
+# Donor shifts chosen so that, on these 16 scenes, some but not all donors share the value.
+@pytest.mark.parametrize("swapped, shift", [("shape", 2), ("color", 3), ("size", 5)])
+def test_another_scenes_centre_scores_the_exact_agreement_rate(data, swapped, shift):
+  images, scene_list, mask, renderer = data
+  shifts = {name: 0 for name in compliance.ATTRIBUTES}
+  shifts[swapped] = shift
+  rendered, same = _with_donor_centres(scene_list, shifts)
+  k = int(same[swapped].sum())
+  assert 0 < k < NUM_SCENES  # The fixture discriminates: some hits, some misses.
+  hits = compliance.correct(rendered, scene_list, mask, renderer)
+  np.testing.assert_array_equal(hits[swapped], same[swapped])
+  np.testing.assert_array_equal(hits["all"], same[swapped])
+  result = compliance.compliance(rendered, scene_list, mask, renderer)
+  expected = {name: 1.0 for name in compliance.ATTRIBUTES}
+  expected[swapped] = expected["all"] = k / NUM_SCENES
+  assert result == expected
+  # Each render is exactly one of the candidates.
+  predicted = compliance.classify_center(rendered, scene_list, mask, renderer)
+  np.testing.assert_array_equal(predicted["distance"], 0.0)
+
+
+def test_all_three_swapped_at_once(data):
+  images, scene_list, mask, renderer = data
+  keep = 4  # Scenes 0-3 unchanged: "all" is right for those (and only for those here).
+  shifts = {"shape": 2, "color": 3, "size": 5}
+  rendered, same = _with_donor_centres(scene_list, shifts, keep=keep)
+  all_same = same["shape"] & same["color"] & same["size"]
+  assert all_same.sum() == keep
+  for name in compliance.ATTRIBUTES:
+    assert keep < same[name].sum() < NUM_SCENES
+  hits = compliance.correct(rendered, scene_list, mask, renderer)
+  for name in compliance.ATTRIBUTES:
+    np.testing.assert_array_equal(hits[name], same[name], err_msg=name)
+  np.testing.assert_array_equal(hits["all"], all_same)
+  result = compliance.compliance(rendered, scene_list, mask, renderer)
+  assert result == {
+    **{name: same[name].sum() / NUM_SCENES for name in compliance.ATTRIBUTES},
+    "all": keep / NUM_SCENES,
+  }
 
 
 def test_grey_fill_is_near_chance(data):
