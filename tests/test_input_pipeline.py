@@ -259,6 +259,11 @@ def test_process_shards_are_disjoint_and_complete(fixture, process_count):
       np.testing.assert_array_equal(
         np.concatenate([part[key] for part in parts]), single[step][key]
       )
+  # 2 processes: 5 whole steps of 8 = all 40 records; 3 processes: 3 steps of 12 = 36.
+  whole_steps = NUM_EXAMPLES // (local * process_count)
+  assert len(first_epoch) == whole_steps * local * process_count >= NUM_EXAMPLES - 8
+  assert len(set(first_epoch)) == len(first_epoch), sorted(first_epoch)
+  assert set(first_epoch) <= set(range(NUM_EXAMPLES))
 
 
 def test_batches_larger_than_the_data_span_epochs_without_dropping(fixture):
