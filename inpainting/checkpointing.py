@@ -19,7 +19,6 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 
@@ -189,6 +188,18 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def saved_shapes(self, step: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{flat key: (shape, dtype name)} of the train state saved at `step` (its metadata)."""
+    metadata = self._manager.item_metadata(step)["state"]
+    return {k: (tuple(m.shape), str(m.dtype)) for k, m in metadata.items()}
+
+  def step_directory(self, step: int) -> str:
+    return str(self._manager.directory / str(step))
+
+  def reload(self) -> None:
+    """Re-reads the step list from disk (after a step folder was moved away)."""
+    self._manager.reload()
+
   def save(self, step: int, state, data: DataIteratorState, *, force: bool = False) -> bool:
     """Saves if the policy (or `force`) says so; returns whether a save started."""
     flat, _ = flatten(state)
@@ -200,8 +211,6 @@ class Checkpointer:
       ),
       force=force,
     )
-    if saved:
-      logging.info("checkpoint: saving step %d", step)
     return saved
 
   def saving(self) -> bool:

@@ -33,6 +33,9 @@ def define_flags() -> None:
   """Defined only when run as a program, so importing this module adds no global flags."""
   flags.DEFINE_string("workdir", None, "A trained run's workdir.")
   flags.DEFINE_string("split", "validation", "Split to evaluate.")
+  flags.DEFINE_string(
+    "data_dir", None, "A prepared folder to evaluate on (default: the run's own data)."
+  )
   flags.DEFINE_integer("num_samples", 4, "Samples per input (K) for best-of-K and diversity.")
   flags.DEFINE_integer("max_examples", 512, "Examples evaluated (from the start of the split).")
   flags.DEFINE_integer("batch_size", 64, "Examples per sampling batch.")
@@ -45,7 +48,8 @@ def define_flags() -> None:
   flags.mark_flag_as_required("workdir")
 
 
-CAPTION_MODES = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
+# Caption conditions compared, and the pipeline's caption mode that gives each.
+CAPTION_CONDITIONS = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
 # Metrics compared across caption modes, with their direction.
 KEY_METRICS = {
   "psnr_hole": True,
@@ -60,12 +64,22 @@ PSNR_CAP = 100.0  # Identical images give +inf; capped so means and bootstraps s
 # --- Data ------------------------------------------------------------------------------------
 
 
-def batches(data_dir: str, split: str, data_config, caption_mode: str, limit: int, batch_size: int):
-  """Host batches of the first `limit` examples of `split`, deterministic order."""
+def batches(data_dir: str, split: str, run, caption_mode: str, limit: int, batch_size: int):
+  """Host batches of the first `limit` examples of `split`, deterministic order, with the
+  run's batch fields and tokenised with the run's own tokenizer."""
   from inpainting import input_pipeline  # noqa: PLC0415
+  from inpainting import run as run_layout  # noqa: PLC0415
 
   ds = input_pipeline.create_dataset(
-    data_dir, split, data_config, batch_size, seed=0, train=False, caption_mode=caption_mode
+    data_dir,
+    split,
+    run.config.data,
+    batch_size,
+    seed=0,
+    train=False,
+    caption_mode=caption_mode,
+    spec=run.family.batch,
+    tokenizer_path=run_layout.tokenizer_path(run.workdir),
   )
   seen = 0
   for batch in ds:
@@ -160,6 +174,7 @@ def run_evaluation(
   workdir: str,
   *,
   split: str = "validation",
+  data_dir: str | None = None,
   num_samples: int = 4,
   max_examples: int = 512,
   batch_size: int = 64,
@@ -168,7 +183,8 @@ def run_evaluation(
   curve_examples: int = 128,
   seed: int = 0,
 ) -> dict:
-  """Evaluates the run in `workdir` (and `compare` runs); writes and returns the report."""
+  """Evaluates the run in `workdir` (and `compare` runs) on `data_dir` (default: the run's
+  data); writes and returns the report. Every run tokenises with its own tokenizer."""
   from inpainting import baselines, inference  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
   from inpainting.metrics import stats  # noqa: PLC0415
@@ -177,33 +193,39 @@ def run_evaluation(
     raise UserError("num_samples, max_examples and batch_size must be positive")
   workdir = os.path.abspath(workdir)
   main_run = inference.load_run(workdir)
-  runs = {_run_name(main_run): main_run}
+  runs = {main_run.name: main_run}
   for other in compare:
     run = inference.load_run(other)
-    runs.setdefault(_run_name(run), run)
+    runs.setdefault(run.name, run)
   config = main_run.config
-  data_dir = config.data.dir
+  data_dir = os.path.abspath(data_dir) if data_dir else config.data.dir
   if not os.path.isdir(data_dir):
-    raise UserError(f"the run's data folder {data_dir} is gone; re-prepare it")
+    raise UserError(f"data folder {data_dir} does not exist; prepare it or pass --data_dir")
   out_dir = os.path.join(workdir, "eval", split)
   os.makedirs(out_dir, exist_ok=True)
   scorer = Scorer()
   features = _inception(fid)
   started = time.perf_counter()
 
-  def data(mode: str, limit: int = max_examples):
-    return batches(data_dir, split, config.data, CAPTION_MODES[mode], limit, batch_size)
+  def data(mode: str, limit: int = max_examples, run=main_run):
+    try:
+      return batches(data_dir, split, run, CAPTION_CONDITIONS[mode], limit, batch_size)
+    except ValueError as error:  # A folder without this split or tokenizer: one line.
+      raise UserError(str(error)) from None
 
   # --- Models under each caption mode ---
   per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
   fid_scores: dict[str, dict[str, float]] = {}
   for name, run in runs.items():
     per_image[name] = {}
-    for mode in CAPTION_MODES:
+    for mode in CAPTION_CONDITIONS:
       logging.info("evaluating %s with %s captions", name, mode)
       want_features = features if mode == "true" else None
       values, inception = evaluate_method(
-        lambda b, run=run: run.sample(b, num_samples, seed), data(mode), scorer, want_features
+        lambda b, run=run: run.sample(b, num_samples, seed),
+        data(mode, run=run),
+        scorer,
+        want_features,
       )
       per_image[name][mode] = values
       if inception:
@@ -239,10 +261,11 @@ def run_evaluation(
           caption_effect[method][f"true_minus_{other}/{metric}"] = interval.as_dict()
 
   curve = _metric_vs_step(workdir, main_run, data, curve_examples, scorer, seed)
-  first_examples = next(iter(per_image[_run_name(main_run)]["true"].values()))
+  first_examples = next(iter(per_image[main_run.name]["true"].values()))
   report = {
     "workdir": workdir,
     "split": split,
+    "data_dir": data_dir,
     "checkpoint_step": main_run.step,
     "num_examples": int(len(first_examples)),
     "num_samples": num_samples,
@@ -262,10 +285,6 @@ def run_evaluation(
   report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed))
   _tensorboard(workdir, split, report)
   return report
-
-
-def _run_name(run) -> str:
-  return run.config.model.name + ("" if run.config.model.get("use_caption", True) else "_nocaption")
 
 
 def _inception(mode: str):
@@ -326,12 +345,8 @@ def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
 
 
 def _grid(run, data, num_samples, seed):
-  from inpainting import logs  # noqa: PLC0415
-
   batch = next(data("true", 8))
-  samples = run.sample(batch, num_samples, seed)
-  masked = batch["image"] * (1 - batch["mask"])
-  return logs.sample_grid(masked, batch["image"], samples)
+  return run.visualize(batch, run.sample(batch, num_samples, seed))
 
 
 def _write_json(path: str, value) -> None:
@@ -344,7 +359,7 @@ def _write_json(path: str, value) -> None:
 def _tensorboard(workdir: str, split: str, report: dict) -> None:
   from inpainting import logs  # noqa: PLC0415
 
-  writer = logs.Writer(os.path.join(workdir, "tensorboard"))
+  writer = logs.Writer(workdir)
   scalars = {}
   for method, modes in report["metrics"].items():
     for mode, metrics in modes.items():
@@ -369,6 +384,7 @@ def main(argv):
     report = run_evaluation(
       FLAGS.workdir,
       split=FLAGS.split,
+      data_dir=FLAGS.data_dir,
       num_samples=FLAGS.num_samples,
       max_examples=FLAGS.max_examples,
       batch_size=FLAGS.batch_size,

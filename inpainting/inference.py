@@ -1,10 +1,13 @@
-"""Loading a trained run for evaluation and inference (the same registry and checkpoint)."""
+"""A trained run, ready to sample: used by `evaluate`, `inpaint`, `explore` and the demo.
+
+Reads the run through run.py and samples through the run's family, so it imports neither
+the trainer nor grain.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -12,11 +15,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from inpainting import checkpointing, records, sharding
-from inpainting.errors import UserError
+from inpainting import batching, run
 from inpainting.models import registry
 from inpainting.tokenizer import Tokenizer
-from inpainting.train import CONFIG_FILE, abstract_bundle
 
 
 @dataclasses.dataclass
@@ -30,19 +31,35 @@ class Run:
   step: int
   tokenizer: Tokenizer
   family: registry.Family
+  hparams: registry.HParams
+
+  @property
+  def name(self) -> str:
+    """The model's name, marked when it ignores captions (the no-text ablation)."""
+    model = self.config.model
+    return model.name + ("" if model.get("use_caption", True) else "_nocaption")
 
   def sample(self, batch: dict[str, np.ndarray], num_samples: int, seed: int) -> np.ndarray:
-    """[num_samples, B, 64, 64, 3] completions in [-1, 1] for a host batch."""
-    device_batch = {k: jax.numpy.asarray(batch[k]) for k in sharding.DEVICE_KEYS}
-    return np.asarray(
-      _sampler(self.graphdef, self.family, num_samples)(
-        self.state, device_batch, jax.random.PRNGKey(seed)
-      )
+    """The family's samples ([num_samples, B, ...]) for a host batch."""
+    device_batch = {k: jax.numpy.asarray(batch[k]) for k in self.family.batch.device_keys}
+    sampler = _sampler(self.graphdef, self.family, self.hparams, num_samples)
+    return np.asarray(sampler(self.state, device_batch, jax.random.PRNGKey(seed)))
+
+  def batch_from_image(
+    self, pixels: np.ndarray, mask: np.ndarray, captions: list[str]
+  ) -> dict[str, np.ndarray]:
+    """A one-example batch from a user's image, hole and caption(s), tokenised as trained."""
+    max_length = self.config.data.max_caption_length
+    return batching.from_image(
+      pixels, mask, captions, self.tokenizer, max_length, self.family.batch
     )
+
+  def visualize(self, batch: dict[str, np.ndarray], samples: np.ndarray) -> np.ndarray:
+    return self.family.visualize(batch, samples)
 
 
 @functools.lru_cache(maxsize=16)
-def _sampler(graphdef: nnx.GraphDef, family: registry.Family, num_samples: int):
+def _sampler(graphdef: nnx.GraphDef, family: registry.Family, hparams, num_samples: int):
   """One jitted sampler per model structure, shared by every checkpoint of a run.
 
   Keyed by the graph definition rather than the Run, so the cache holds no parameters and
@@ -51,31 +68,14 @@ def _sampler(graphdef: nnx.GraphDef, family: registry.Family, num_samples: int):
 
   def sample(state, batch, rng):
     bundle = nnx.merge(graphdef, state["model"])
-    return family.sample(bundle, batch, rng, num_samples)
+    return family.sample(bundle, batch, rng, num_samples, hparams)
 
   return jax.jit(sample)
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise UserError(f"{workdir} holds no trained run (no {CONFIG_FILE})")
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def _read_only_checkpointer(workdir: str) -> checkpointing.Checkpointer:
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise UserError(f"{workdir} has no checkpoints")
-  return checkpointing.Checkpointer(
-    directory, save_every_steps=1, keep=1, async_save=False, read_only=True
-  )
-
-
 def checkpoint_steps(workdir: str) -> list[int]:
   """Steps of the checkpoints kept in `workdir`, ascending."""
-  checkpointer = _read_only_checkpointer(os.path.abspath(workdir))
+  checkpointer = run.open_checkpoints(os.path.abspath(workdir), read_only=True)
   try:
     return sorted(checkpointer.all_steps())
   finally:
@@ -83,34 +83,28 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def load_run(workdir: str, step: int | None = None) -> Run:
-  """Restores the model of `workdir` at `step` (default: the latest checkpoint).
+  """Restores the model of `workdir` at `step` (default: the newest readable checkpoint).
 
   Raises:
-    UserError: no config, no checkpoint, or an unknown step.
+    UserError: no config, no checkpoint, an unknown or unreadable step, or a checkpoint
+      that does not match the run's config.json.
   """
+  from inpainting.errors import UserError  # noqa: PLC0415
+
   workdir = os.path.abspath(workdir)
-  config = load_config(workdir)
-  checkpointer = _read_only_checkpointer(workdir)
+  config = run.load_config(workdir)
+  family, hparams = registry.for_config(config)
+  graphdef, abstract = run.abstract_state(config)
+  single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), abstract
+  )
+  checkpointer = run.open_checkpoints(workdir, read_only=True)
   try:
-    steps = checkpointer.all_steps()
-    if not steps:
-      raise UserError(f"{workdir} has no checkpoints")
-    if step is None:
-      step = max(steps)
-    elif step not in steps:
-      raise UserError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}")
-    graphdef, abstract_model = abstract_bundle(config)
-    device = jax.devices()[0]
-    single = jax.sharding.SingleDeviceSharding(device)
-    abstract = {
-      "model": abstract_model,
-      "rng": jax.ShapeDtypeStruct((2,), np.uint32),
-    }
-    abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), abstract
-    )
-    state = checkpointer.restore_state(step, abstract)
+    step, state = run.restore(checkpointer, workdir, abstract, step=step)
   finally:
     checkpointer.close()
-  tokenizer = Tokenizer(os.path.join(workdir, records.TOKENIZER_FILE))
-  return Run(workdir, config, graphdef, state, step, tokenizer, registry.get(config.model.name))
+  if state is None:
+    raise UserError(f"{workdir} has no readable checkpoint")
+  tokenizer = Tokenizer(run.tokenizer_path(workdir))
+  return Run(workdir, config, graphdef, state, step, tokenizer, family, hparams)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -41,8 +40,8 @@ def inpaint(
   num_samples: int = 4,
   seed: int = 0,
   step: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (the 64x64 input in [-1, 1], samples [K, 64, 64, 3] in [-1, 1]).
+):
+  """Returns (the Run, the one-example batch, samples [K, 1, ...] from the run's family).
 
   Raises:
     UserError: unreadable image, bad mask, missing checkpoint, or an empty caption for a
@@ -66,11 +65,9 @@ def inpaint(
   run = inference.load_run(workdir, step)
   if not caption.strip() and run.config.model.get("use_caption", True):
     raise UserError("this model is conditioned on captions: give a non-empty --caption")
-  tokens, token_mask = run.tokenizer.encode([caption], run.config.data.max_caption_length)
-  image = images.to_float(pixels)[None]
-  batch = {"image": image, "mask": hole[None], "tokens": tokens, "token_mask": token_mask}
+  batch = run.batch_from_image(pixels, hole, [caption])
   samples = run.sample(batch, num_samples, seed)
-  return image[0], samples[:, 0]
+  return run, batch, samples
 
 
 def main(argv):
@@ -79,11 +76,11 @@ def main(argv):
   from inpainting.logs import quiet_libraries  # noqa: PLC0415
 
   quiet_libraries()
-  from inpainting import images, logs, masks  # noqa: PLC0415
+  from inpainting import images  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
 
   try:
-    image, samples = inpaint(
+    run, batch, samples = inpaint(
       FLAGS.workdir,
       FLAGS.image,
       FLAGS.caption,
@@ -98,9 +95,7 @@ def main(argv):
   except UserError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  hole = masks.make(masks.parse(FLAGS.mask))
-  grid = logs.sample_grid((image * (1 - hole))[None], image[None], samples[:, None])
-  images.save_png(FLAGS.out, grid)
+  images.save_png(FLAGS.out, run.visualize(batch, samples))
   print(f"wrote {FLAGS.out}: input | original | {len(samples)} samples")
 
 

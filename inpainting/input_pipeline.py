@@ -27,19 +27,9 @@ hash of (seed, its position in the global stream), so they change every epoch. H
 global batches of a run are the same on 1 process or on 8, and every process reads a
 disjoint slice of each (the union over processes is exactly one pass per epoch).
 
-A batch is a dict of numpy arrays with leading axis b (the per-process batch size):
-
-  image       float32 [b, 64, 64, 3] in [-1, 1]
-  mask        float32 [b, 64, 64, 1], 1 = hole (see inpainting/masks.py)
-  tokens      int32   [b, L], 0 = padding (L = data.max_caption_length)
-  token_mask  bool    [b, L]
-  id          np.str_ [b]   record ids                           (host only)
-  caption     np.str_ [b]   the caption actually tokenised        (host only)
-  scene       np.str_ [b]   scene JSON, "" for non-synthetic data (host only)
-  index       int64   [b]   record index within the split         (host only)
-
-Only `DEVICE_KEYS` go to the accelerators; the host keys are for logging, debugging and
-evaluation.
+A batch is a dict of numpy arrays with leading axis b (the per-process batch size), built
+by `batching.assemble` with the family's `BatchSpec` (see inpainting/batching.py for the
+fields every batch has).
 
 Checkpointing: `iter(dataset)` is a grain `DatasetIterator`. `iterator.get_state()` is a
 small JSON-serialisable dict ({"next_index": batches returned so far}, or per-worker
@@ -51,7 +41,6 @@ and every batch is a pure function of its index.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -64,12 +53,9 @@ import numpy as np
 from absl import flags
 from array_record.python.array_record_module import ArrayRecordReader
 
-from inpainting import images, masks, records
+from inpainting import batching, masks, records
 from inpainting.tokenizer import Tokenizer
 
-DEVICE_KEYS = ("image", "mask", "tokens", "token_mask")  # as sharding.DEVICE_KEYS (no jax here)
-HOST_KEYS = ("id", "caption", "scene", "index")
-CAPTION_MODES = ("random", "first", "empty", "shuffled")
 # Threads preparing batches ahead; more only contend for the GIL on small hosts.
 _PREFETCH_THREADS = 2
 # Reader options for random access (no readahead), as grain's ArrayRecordDataSource uses.
@@ -242,10 +228,11 @@ def _mirror(pixels: np.ndarray) -> np.ndarray:
 
 
 class _LoadBatch(grain.transforms.Map):
-  """Batch index -> finished batch (see the module docstring for the keys).
+  """Batch index -> finished batch (`batching.assemble` with the family's BatchSpec).
 
   The caption choice, flips and random boxes come from `_uniforms` of each example's
-  global stream position (see the module docstring). The tokenizer loads lazily, so the transform pickles for worker processes.
+  global stream position (see the module docstring). The tokenizer loads lazily, so the
+  transform pickles for worker processes.
   """
 
   def __init__(
@@ -259,8 +246,10 @@ class _LoadBatch(grain.transforms.Map):
     random_caption: bool,
     random_flip: bool,
     seed: int,
+    spec: batching.BatchSpec,
   ):
     self._seed = seed
+    self._spec = spec
     self._reader = reader
     self._batch_keys = batch_keys
     self._tokenizer_path = tokenizer_path
@@ -301,37 +290,33 @@ class _LoadBatch(grain.transforms.Map):
     elif self._caption_mode == "shuffled":
       # A fixed derangement: every example gets its batch neighbour's caption.
       captions = captions[-1:] + captions[:-1]
-    tokens, token_mask = self.tokenizer.encode(captions, self._max_caption_length)
-
     pixels = np.stack([e.image for e in examples])  # uint8 [b, H, W, 3], our own copy
     height, width = pixels.shape[1:3]
     if self._random_flip:
       flip = uniforms[:, 1] < 0.5
       pixels[flip] = _mirror(pixels[flip])
-    image = images.to_float(pixels)
-    return {
-      "image": image,
-      "mask": masks.make_batch(self._mask, size, height, width, uniforms=uniforms[:, 2:]),
-      "tokens": tokens,
-      "token_mask": token_mask,
-      "id": np.array([e.id for e in examples], dtype=np.str_),
-      "caption": np.array(captions, dtype=np.str_),
-      "scene": np.array(
-        ["" if e.scene is None else json.dumps(e.scene) for e in examples], dtype=np.str_
-      ),
-      "index": keys.astype(np.int64),
-    }
+    mask = masks.make_batch(self._mask, size, height, width, uniforms=uniforms[:, 2:])
+    return batching.assemble(
+      examples,
+      pixels,
+      mask,
+      captions,
+      self.tokenizer,
+      self._max_caption_length,
+      self._spec,
+      index=keys.astype(np.int64),
+    )
 
 
-def _check_data_dir(data_dir: str, split: str) -> list[str]:
+def _check_data_dir(data_dir: str, split: str, tokenizer_path: str) -> list[str]:
   """Returns the split's shard paths; ValueError (one line) if there are none."""
   if not os.path.isdir(data_dir):
     raise ValueError(f"data folder {data_dir!r} does not exist")
   paths = records.shard_paths(data_dir, split)
   if not paths:
     raise ValueError(f"data folder {data_dir!r} has no {split}.array_record-* shards")
-  if not os.path.isfile(os.path.join(data_dir, records.TOKENIZER_FILE)):
-    raise ValueError(f"data folder {data_dir!r} has no {records.TOKENIZER_FILE}")
+  if not os.path.isfile(tokenizer_path):
+    raise ValueError(f"no tokenizer at {tokenizer_path!r}")
   return paths
 
 
@@ -346,6 +331,8 @@ def create_dataset(
   process_index: int = 0,
   process_count: int = 1,
   caption_mode: str | None = None,
+  spec: batching.BatchSpec = batching.DEFAULT_SPEC,
+  tokenizer_path: str | None = None,
 ) -> grain.IterDataset:
   """Builds the batched, prefetched dataset of one split for this process.
 
@@ -361,13 +348,16 @@ def create_dataset(
       with no flips, and the last batch may be smaller (like drop_remainder=False), so
       processes with unequal shares can yield a different number of batches; callers
       that need equal counts across processes must take a fixed number of batches.
-    process_index, process_count: this process's share of the records, every
-      process_count-th one (disjoint, and complete across processes).
+    process_index, process_count: this process's share: a contiguous slice of every
+      global batch (disjoint, and complete across processes; see the module docstring).
     caption_mode: overrides data_config.caption: "random" (one caption per example per
       epoch, seeded), "first" (caption 0), "empty" (no caption: all-padding tokens) or
       "shuffled" (each example gets its batch neighbour's caption, never its own, except
       in a last eval batch of one; the neighbour's caption is random when `train`, else
       its first).
+    spec: the model family's BatchSpec (which fields a batch carries).
+    tokenizer_path: the SentencePiece model to tokenise with; default: the data folder's.
+      A trained run passes its own, so it can be evaluated on any prepared folder.
 
   Returns:
     A grain IterDataset of batches (see the module docstring); `iter()` it for a
@@ -377,10 +367,13 @@ def create_dataset(
     ValueError: (one line) missing data folder or shards, bad mask, caption mode,
       batch size, seed or process index.
   """
-  paths = _check_data_dir(data_dir, split)
+  if tokenizer_path is None:
+    tokenizer_path = os.path.join(data_dir, records.TOKENIZER_FILE)
+  paths = _check_data_dir(data_dir, split, tokenizer_path)
   mode = data_config.caption if caption_mode is None else caption_mode
-  if mode not in CAPTION_MODES:
-    raise ValueError(f"unknown caption mode {mode!r}; choose one of {', '.join(CAPTION_MODES)}")
+  if mode not in batching.CAPTION_MODES:
+    choices = ", ".join(batching.CAPTION_MODES)
+    raise ValueError(f"unknown caption mode {mode!r}; choose one of {choices}")
   if batch_size < 1:
     raise ValueError(f"batch size must be positive, got {batch_size}")
   if mode == "shuffled" and batch_size < 2:
@@ -400,13 +393,14 @@ def create_dataset(
   load = _LoadBatch(
     reader,
     batch_keys,
-    tokenizer_path=os.path.join(data_dir, records.TOKENIZER_FILE),
+    tokenizer_path=tokenizer_path,
     max_caption_length=data_config.max_caption_length,
     mask=mask,
     caption_mode=mode,
     random_caption=mode == "random" or (mode == "shuffled" and train),
     random_flip=bool(data_config.random_flip) and train,
     seed=seed,
+    spec=spec,
   )
   ds = grain.MapDataset.range(batch_keys.num_batches()).map(load)
 
@@ -436,6 +430,7 @@ def make_train_iterator(
   process_index: int = 0,
   process_count: int = 1,
   state: dict[str, Any] | None = None,
+  spec: batching.BatchSpec = batching.DEFAULT_SPEC,
 ) -> grain.DatasetIterator:
   """The training iterator, restored to `state` (from `get_state()`) if given."""
   ds = create_dataset(
@@ -447,6 +442,7 @@ def make_train_iterator(
     train=True,
     process_index=process_index,
     process_count=process_count,
+    spec=spec,
   )
   iterator = iter(ds)
   if state is not None:

@@ -1,4 +1,4 @@
-"""What a run reports: TensorBoard events, console progress, PNG sample grids.
+"""What a run reports: TensorBoard events and console progress lines.
 
 Only process 0 writes TensorBoard files and PNGs; every process logs its own errors.
 TensorBoard files are written with tensorboardX, which needs no TensorFlow.
@@ -7,47 +7,25 @@ TensorBoard files are written with tensorboardX, which needs no TensorFlow.
 from __future__ import annotations
 
 import logging as logging_std
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
-from inpainting import images as images_lib
-
-
-def sample_grid(masked: np.ndarray, truth: np.ndarray, samples: np.ndarray, pad: int = 2):
-  """One row per example: border | ground truth | K samples.
-
-  Args:
-    masked: [B, H, W, 3] input with the hole shown grey (floats in [-1, 1]).
-    truth: [B, H, W, 3] ground truth.
-    samples: [K, B, H, W, 3] completions.
-
-  Returns:
-    uint8 [rows, cols, 3] image.
-  """
-  columns = [masked, truth, *list(samples)]
-  b, h, w, _ = truth.shape
-  grid = np.full((b * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
-  for col, images in enumerate(columns):
-    pixels = images_lib.to_uint8(images)
-    for row in range(b):
-      y, x = pad + row * (h + pad), pad + col * (w + pad)
-      grid[y : y + h, x : x + w] = pixels[row]
-  return grid
-
 
 class Writer:
-  """TensorBoard scalars/images plus console lines, from process 0 only."""
+  """TensorBoard scalars and images of a run (WORKDIR/tensorboard), from process 0 only."""
 
-  def __init__(self, logdir: str):
+  def __init__(self, workdir: str):
+    self.workdir = workdir
     self._tb = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-      self._tb = SummaryWriter(logdir=logdir, flush_secs=30)
+      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if self._tb is None:
@@ -58,10 +36,6 @@ class Writer:
   def image(self, step: int, name: str, image: np.ndarray) -> None:
     if self._tb is not None:
       self._tb.add_image(name, image, global_step=step, dataformats="HWC")
-
-  def flush(self) -> None:
-    if self._tb is not None:
-      self._tb.flush()
 
   def close(self) -> None:
     if self._tb is not None:
@@ -88,13 +62,24 @@ class Progress:
       "perf/images_per_second": self.global_batch_size / step_time,
     }
 
-  def line(self, step: int, perf: Mapping[str, float], metrics: Mapping[str, float]) -> str:
+  def line(
+    self,
+    step: int,
+    perf: Mapping[str, float],
+    metrics: Mapping[str, float],
+    names: Sequence[str],
+  ) -> str:
+    """step | img/s | ETA | the named metrics (the rest are in TensorBoard)."""
     eta = (self.total_steps - step) * perf["perf/step_time_s"]
-    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("perf/"))
+    shown = compact({k: metrics[k] for k in names if k in metrics})
     return (
       f"step {step}/{self.total_steps} | {perf['perf/images_per_second']:.1f} img/s | "
       f"ETA {_duration(eta)} | {shown}"
     )
+
+
+def compact(values: Mapping[str, float]) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in values.items())
 
 
 def _duration(seconds: float) -> str:
@@ -104,17 +89,23 @@ def _duration(seconds: float) -> str:
 
 
 class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax and grain (their warnings and errors still show)."""
+  """Drops INFO chatter of orbax and grain (their warnings and errors still show), and
+  JAX's note that it found no TPU, which greets every CPU or GPU user."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
+    if "Unable to initialize backend" in str(record.msg):
+      return False
     noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
     return record.levelno >= logging_std.WARNING or not noisy
 
 
 def quiet_libraries() -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  quiet = _QuietLibraries()
+  logging.get_absl_handler().addFilter(quiet)
+  logging_std.getLogger("jax._src.xla_bridge").addFilter(quiet)
 
 
 def console(line: str) -> None:
+  """One plain line on stdout from process 0 (time, then the message); no log header."""
   if jax.process_index() == 0:
-    logging.info("%s", line)
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)

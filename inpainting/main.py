@@ -1,5 +1,8 @@
 """Entry point: `python -m inpainting.main --config=configs/vaegan.py --workdir=DIR`.
 
+With no `--config.data.dir`, synthetic scenes are prepared into WORKDIR/data first
+(data_prep/bootstrap.py); then `train.train_and_evaluate` runs on the prepared folder.
+
 Multi-host runs call `jax.distributed.initialize()` first: with explicit flags on bare
 machines (launch/local.sh), detected automatically under SLURM (`srun` with several tasks),
 and with `--distributed=on` on Kubernetes, where JAX finds the JobSet's pods itself
@@ -52,13 +55,16 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from inpainting import logs, train  # noqa: PLC0415  (after flags, so --help stays fast)
+  from data_prep import bootstrap  # noqa: PLC0415  (after flags, so --help stays fast)
+  from inpainting import logs, train  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
 
   logs.quiet_libraries()
   initialize_distributed()
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    # First use: no data.dir means synthetic scenes, prepared into WORKDIR/data once.
+    config = bootstrap.with_data_dir(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

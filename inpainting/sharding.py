@@ -9,7 +9,7 @@ Two mesh axes:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import ml_collections
@@ -20,8 +20,6 @@ from jax.sharding import PartitionSpec as P
 from inpainting.errors import UserError
 
 BATCH_AXES = ("data", "fsdp")
-# Batch keys that live on the devices; the rest (ids, captions, scenes) stay on the host.
-DEVICE_KEYS = ("image", "mask", "tokens", "token_mask")
 # Parameters smaller than this many elements stay replicated under fsdp.
 _MIN_FSDP_SIZE = 2**14
 
@@ -91,10 +89,13 @@ def state_shardings(abstract_state, mesh: Mesh):
   )
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles each process's local batch into one global array per device key."""
+def global_batch(
+  local_batch: Mapping[str, np.ndarray], mesh: Mesh, keys: Sequence[str]
+) -> dict[str, jax.Array]:
+  """Assembles each process's local batch into one global array per key in `keys` (the
+  family's device keys; ids, captions and scenes stay on the host)."""
   sharding = batch_sharding(mesh)
   return {
     key: jax.make_array_from_process_local_data(sharding, np.asarray(local_batch[key]))
-    for key in DEVICE_KEYS
+    for key in keys
   }

@@ -1,17 +1,15 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-One readable loop. Everything model-specific comes from the model family in
-`inpainting/models/` (see registry.py); everything about devices from sharding.py; every
-byte on disk from checkpointing.py; every report from logs.py.
+One readable loop that knows no task. Everything model-specific comes from the model
+family (inpainting/models/registry.py): its config check, batch fields, train step,
+light evaluation, picture and console metrics. Devices come from sharding.py, every byte
+on disk from run.py and checkpointing.py, every report from logs.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,75 +19,37 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from inpainting import checkpointing, images, input_pipeline, logs, masks, records, sharding
+from inpainting import checkpointing, images, input_pipeline, logs, masks, records, run, sharding
 from inpainting.errors import UserError
-from inpainting.models import layers, registry, strided_conv
-from inpainting.tokenizer import Tokenizer
-
-CONFIG_FILE = "config.json"
-
+from inpainting.models import registry
 
 # --- Data --------------------------------------------------------------------------------
 
 
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Returns the prepared dataset folder, preparing synthetic scenes on first use."""
-  if config.data.dir:
-    data_dir = os.path.abspath(os.path.expanduser(config.data.dir))
-    if not os.path.isfile(os.path.join(data_dir, records.METADATA_FILE)):
-      raise UserError(
-        f"config.data.dir={config.data.dir} is not a prepared dataset "
-        f"(run `python -m data_prep.prepare` first)"
-      )
-    return data_dir
-  data_dir = os.path.join(workdir, "data")
-  if jax.process_index() == 0 and not os.path.isfile(os.path.join(data_dir, records.METADATA_FILE)):
-    from data_prep import prepare  # noqa: PLC0415  (only needed once per workdir)
-
-    logs.console(f"no data.dir given: preparing synthetic scenes into {data_dir}")
-    prepare.prepare(
-      "synthetic",
-      "",
-      data_dir,
-      num_train=config.data.synthetic_num_train,
-      num_validation=config.data.synthetic_num_validation,
-      vocab_size=config.data.vocab_size,
-      seed=config.seed,
-    )
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("synthetic data prepared")
-  return data_dir
-
-
-def finalize_config(config: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
-  """Fills the values that come from the data (vocab size, data folder)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.data.dir = data_dir
-  config.model.vocab_size = Tokenizer(os.path.join(data_dir, records.TOKENIZER_FILE)).vocab_size
-  return config
-
-
-def make_datasets(config, data_dir: str):
+def make_datasets(config, family: registry.Family):
   """Training iterator (infinite, shuffled) and a function giving fresh validation ones."""
   local_batch_size = config.global_batch_size // jax.process_count()
   common = dict(
-    seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    spec=family.batch,
   )
   try:
     train_ds = input_pipeline.create_dataset(
-      data_dir, "train", config.data, local_batch_size, train=True, **common
+      config.data.dir, "train", config.data, local_batch_size, train=True, **common
     )
   except ValueError as error:  # Bad mask, caption mode or data folder: the user's to fix.
     raise UserError(str(error)) from None
 
-  def validation(caption_mode: str = "first"):
+  def validation():
     ds = input_pipeline.create_dataset(
-      data_dir,
+      config.data.dir,
       "validation",
       config.data,
       local_batch_size,
       train=False,
-      caption_mode=caption_mode,
+      caption_mode="first",
       **common,
     )
     return iter(ds)
@@ -100,13 +60,6 @@ def make_datasets(config, data_dir: str):
 # --- State ---------------------------------------------------------------------------------
 
 
-def abstract_bundle(config) -> tuple[nnx.GraphDef, Any]:
-  """Graph definition and ShapeDtypeStructs of the model bundle; allocates nothing."""
-  family = registry.get(config.model.name)
-  bundle = nnx.eval_shape(lambda: family.create(config, nnx.Rngs(config.seed)))
-  return nnx.split(bundle)
-
-
 def create_state(config, mesh):
   """Builds the sharded train state directly on the devices.
 
@@ -114,11 +67,7 @@ def create_state(config, mesh):
     (graphdef, state, state_shardings) where state = {"model": nnx.State, "rng": key}.
   """
   family = registry.get(config.model.name)
-  graphdef, abstract_model = abstract_bundle(config)
-  abstract_state = {
-    "model": abstract_model,
-    "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
-  }
+  graphdef, abstract_state = run.abstract_state(config)
   shardings = sharding.state_shardings(abstract_state, mesh)
   shardings["rng"] = sharding.replicated(mesh)
 
@@ -145,40 +94,35 @@ def count_params(graphdef, state) -> dict[str, int]:
 
 
 def make_train_step(config, graphdef):
-  """Pure step: (state, batch, step) -> (state, metrics). D then G, inside the family."""
-  family = registry.get(config.model.name)
+  """Pure step: (state, batch, step) -> (state, metrics); the family does the maths."""
+  family, hp = registry.for_config(config)
   nan_step = config.debug.inject_nan_at_step
 
   def train_step(state, batch, step):
     bundle = nnx.merge(graphdef, state["model"])
     rng = jax.random.fold_in(state["rng"], step)
-    metrics = family.train_step(bundle, batch, rng, config)
-    if nan_step >= 0:  # Debug only: proves the NaN stop works.
-      poison = jnp.where(step + 1 == nan_step, jnp.nan, 1.0)
-      metrics = {k: v * poison for k, v in metrics.items()}
+    if nan_step > 0:  # Debug only: a NaN image at that step proves the NaN stop works.
+      batch = {**batch, "image": batch["image"] * jnp.where(step + 1 == nan_step, jnp.nan, 1.0)}
+    metrics = family.train_step(bundle, batch, rng, hp)
     return {"model": nnx.state(bundle), "rng": state["rng"]}, metrics
 
   return train_step
 
 
 def make_sample_fn(config, graphdef, num_samples: int):
-  family = registry.get(config.model.name)
+  family, hp = registry.for_config(config)
 
   def sample(state, batch, rng):
-    bundle = nnx.merge(graphdef, state["model"])
-    return family.sample(bundle, batch, rng, num_samples)
+    return family.sample(nnx.merge(graphdef, state["model"]), batch, rng, num_samples, hp)
 
   return sample
 
 
 def make_eval_fn(config, graphdef):
-  family = registry.get(config.model.name)
+  family, hp = registry.for_config(config)
 
   def evaluate(state, batch, rng):
-    if family.eval_losses is None:
-      return {}
-    bundle = nnx.merge(graphdef, state["model"])
-    return family.eval_losses(bundle, batch, rng)
+    return family.evaluate(nnx.merge(graphdef, state["model"]), batch, rng, hp)
 
   return evaluate
 
@@ -195,8 +139,8 @@ def check_finite(step: int, metrics: dict[str, float]) -> None:
 # --- Evaluation during training --------------------------------------------------------------
 
 
-def light_evaluation(config, mesh, state, validation, eval_fn, sample_fn, step, writer, workdir):
-  """Validation losses, hole PSNR and a sample grid (border | truth | K samples)."""
+def light_evaluation(config, mesh, family, state, validation, eval_fn, sample_fn, step, writer):
+  """The family's held-out metrics over a few batches, and its picture of K samples."""
   rng = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
   totals: dict[str, list[float]] = {}
   iterator = validation()
@@ -205,7 +149,7 @@ def light_evaluation(config, mesh, state, validation, eval_fn, sample_fn, step, 
     local = next(iterator, None)
     if local is None or len(local["image"]) * jax.process_count() != config.global_batch_size:
       break
-    batch = sharding.global_batch(local, mesh)
+    batch = sharding.global_batch(local, mesh, family.batch.device_keys)
     if grid_batch is None:
       grid_batch = batch
     values = jax.device_get(eval_fn(state, batch, jax.random.fold_in(rng, index)))
@@ -213,20 +157,14 @@ def light_evaluation(config, mesh, state, validation, eval_fn, sample_fn, step, 
       totals.setdefault(f"eval/{name}", []).append(float(value))
   scalars = {name: float(np.mean(v)) for name, v in totals.items()}
   if grid_batch is not None:
-    samples = sample_fn(state, grid_batch, rng)  # [K, B, H, W, 3]
-    samples = multihost_utils.process_allgather(samples, tiled=True)
-    truth = multihost_utils.process_allgather(grid_batch["image"], tiled=True)
-    mask = multihost_utils.process_allgather(grid_batch["mask"], tiled=True)
-    hole = mask.sum(axis=(1, 2, 3)) * 3
-    mse = (((samples - truth[None]) ** 2) * mask[None]).sum(axis=(2, 3, 4)) / hole
-    scalars["eval/psnr_hole_first_sample"] = float(np.mean(10 * np.log10(4.0 / mse[0])))
+    samples = multihost_utils.process_allgather(sample_fn(state, grid_batch, rng), tiled=True)
+    host = multihost_utils.process_allgather(grid_batch, tiled=True)
     n = config.num_grid_examples
-    masked = truth[:n] * (1 - mask[:n])  # The hole shows as mid-grey (0).
-    grid = logs.sample_grid(masked, truth[:n], samples[:, :n])
-    writer.image(step, "samples", grid)
+    picture = family.visualize({k: v[:n] for k, v in host.items()}, samples[:, :n])
+    writer.image(step, "samples", picture)
     if jax.process_index() == 0:
-      os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-      images.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+      os.makedirs(os.path.join(writer.workdir, "samples"), exist_ok=True)
+      images.save_png(os.path.join(writer.workdir, "samples", f"step_{step:07d}.png"), picture)
   writer.scalars(step, scalars)
   return scalars
 
@@ -235,7 +173,8 @@ def light_evaluation(config, mesh, state, validation, eval_fn, sample_fn, step, 
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config.model.name`, resuming from `workdir` if it holds a checkpoint.
+  """Trains `config.model.name` on the prepared folder `config.data.dir`, resuming from
+  `workdir` if it holds a checkpoint. (`inpainting.main` prepares the synthetic default.)
 
   Returns:
     The last logged metrics (host floats), for tests and scripts.
@@ -243,48 +182,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   # Config mistakes -> one-line errors before any work.
-  registry.get(config.model.name)
+  family, _ = registry.for_config(config)
   try:
     masks.parse(config.data.mask)
-    layers.compute_dtype(config.model)
-    strided_conv.conv_impl(config.model)
   except ValueError as error:
     raise UserError(str(error)) from None
-
-  # Data first: it fixes the vocabulary size the model needs.
-  data_dir = resolve_data_dir(config, workdir)
-  config = finalize_config(config, data_dir)
-  if jax.process_index() == 0:  # The run is self-describing: config and tokenizer.
-    with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
-      f.write(config.to_json(indent=2))
-    shutil.copyfile(
-      os.path.join(data_dir, records.TOKENIZER_FILE), os.path.join(workdir, records.TOKENIZER_FILE)
+  if not config.data.dir or not os.path.isfile(
+    os.path.join(config.data.dir, records.METADATA_FILE)
+  ):
+    raise UserError(
+      f"config.data.dir={config.data.dir!r} is not a prepared dataset "
+      "(run `python -m data_prep.prepare`, or train through `python -m inpainting.main`)"
     )
+  config = run.finalize_config(config)
+  run.write_run_files(config, workdir)  # Refuses a resumed run with a changed model.
   mesh = sharding.make_mesh(config.mesh, config.global_batch_size)
-  train_iter, validation = make_datasets(config, data_dir)
+  train_iter, validation = make_datasets(config, family)
   data_state = checkpointing.DataIteratorState(train_iter)
 
-  # State: created sharded on the devices, or restored from the latest checkpoint.
+  # State: created sharded on the devices, or restored from the newest good checkpoint.
   graphdef, state, state_shardings = create_state(config, mesh)
   params = count_params(graphdef, state)
   logs.console(f"parameters: {params} on mesh {dict(mesh.shape)}")
-  checkpointer = checkpointing.Checkpointer(
-    os.path.join(workdir, "checkpoints"),
+  checkpointer = run.open_checkpoints(
+    workdir,
+    read_only=False,
     save_every_steps=config.checkpoint_every_steps,
     keep=config.keep_checkpoints,
   )
-  first_step = 0
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-    )
-    del state
-    state = checkpointer.restore(latest, abstract, data_state)
-    first_step = latest
-    logs.console(f"resumed from step {latest}")
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+  )
+  first_step, restored = run.restore(
+    checkpointer, workdir, abstract, data=data_state, move_corrupt=True
+  )
+  if restored is None:
+    first_step = 0
+  else:
+    state = restored
+    logs.console(f"resumed from step {first_step}")
 
   # Compile ahead of time (errors surface before the loop, FLOPs are known up front).
+  device_keys = family.batch.device_keys
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   first_batch = next(train_iter)
@@ -295,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       np.asarray(first_batch[k]).dtype,
       sharding=batch_sharding,
     )
-    for k in sharding.DEVICE_KEYS
+    for k in device_keys
   }
   train_step = (
     jax.jit(
@@ -311,14 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sample_fn = jax.jit(make_sample_fn(config, graphdef, config.num_grid_samples))
   eval_fn = jax.jit(make_eval_fn(config, graphdef))
 
-  writer = logs.Writer(os.path.join(workdir, "tensorboard"))
+  writer = logs.Writer(workdir)
   if first_step == 0:
     writer.scalars(0, {f"params/{k}": v for k, v in params.items()})
   progress = logs.Progress(config.num_train_steps, config.global_batch_size, first_step)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
   last_metrics: dict[str, float] = {}
 
-  def flush_metrics(step: int) -> dict[str, float]:
+  def flush_metrics() -> dict[str, float]:
     """Fetches the metrics of the steps since the last flush; stops on NaN/Inf."""
     host = jax.device_get(pending)
     pending.clear()
@@ -340,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     while step < config.num_train_steps:
       # --- One step (asynchronous dispatch; the next batch loads meanwhile). ---
-      batch = sharding.global_batch(local_batch, mesh)
+      batch = sharding.global_batch(local_batch, mesh, device_keys)
       if ids_file is not None:
         ids_file.write(f"{step + 1}\t" + " ".join(map(str, local_batch["id"])) + "\n")
       state, metrics = train_step(state, batch, jnp.int32(step))
@@ -349,32 +288,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       done = step == config.num_train_steps
       stop = checkpointer.should_stop(step)
 
-      # --- Logging (and the NaN check) ---
+      # --- Logging (and the NaN check, before any save of this step) ---
       will_save = done or stop or checkpointer.should_save(step)
       if step % config.log_every_steps == 0 or will_save:
-        last_metrics = flush_metrics(step)
+        last_metrics = flush_metrics()
       if step % config.log_every_steps == 0 or done:
         perf = progress.update(step)
         if flops:
           perf["perf/gflops_per_second"] = flops / perf["perf/step_time_s"] / 1e9
         writer.scalars(step, {**last_metrics, **perf})
-        logs.console(progress.line(step, perf, last_metrics))
+        logs.console(progress.line(step, perf, last_metrics, family.progress_metrics))
 
       # --- Checkpoint (async); its data state is the one after this step's batch. ---
-      if will_save:
-        checkpointer.save(step, state, data_state, force=done or stop)
+      if will_save and checkpointer.save(step, state, data_state, force=done or stop):
+        logs.console(f"checkpoint at step {step} (written in the background)")
       if stop:
         logs.console(f"stop requested (SIGTERM/preemption): saved step {step}, exiting")
         break
 
-      # --- Light evaluation and sample grid ---
-      if step % config.eval_every_steps == 0 or done:
+      # --- Light evaluation and picture, as the family defines them ---
+      if step % config.eval_every_steps == 0 or (done and config.eval_every_steps <= step):
         scalars = light_evaluation(
-          config, mesh, state, validation, eval_fn, sample_fn, step, writer, workdir
+          config, mesh, family, state, validation, eval_fn, sample_fn, step, writer
         )
-        logs.console(
-          f"eval at step {step}: " + json.dumps({k: round(v, 4) for k, v in scalars.items()})
-        )
+        logs.console(f"eval at step {step}: " + logs.compact(scalars))
         last_metrics.update(scalars)
         progress.update(step)  # Evaluation time does not count as training time.
 

@@ -92,7 +92,9 @@ def sample_fn(name: str, num_samples: int):
   config, family, graphdef, state = built(name)
 
   def sample(state, batch, rng):
-    return family.sample(nnx.merge(graphdef, state), batch, rng, num_samples)
+    return family.sample(
+      nnx.merge(graphdef, state), batch, rng, num_samples, family.hparams(config)
+    )
 
   return fast_jit(sample, state, make_batch(), jax.random.key(0)), state
 
@@ -193,7 +195,7 @@ def test_one_train_step_under_jit(name):
 
   def step(state, batch, rng):  # As the trainer wraps it: pure, merge/split.
     bundle = nnx.merge(graphdef, state)
-    metrics = family.train_step(bundle, batch, rng, config)
+    metrics = family.train_step(bundle, batch, rng, family.hparams(config))
     return nnx.state(bundle), metrics
 
   batch = make_batch()

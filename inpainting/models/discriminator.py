@@ -20,7 +20,7 @@ from inpainting.models.text_encoder import CaptionEncoder
 Batch = dict[str, jax.Array]
 
 
-class PatchDiscriminator(nnx.Module):
+class ProjectionPatchDiscriminator(nnx.Module):
   """Spectrally normalised PatchGAN: 64 -> 32 -> 16 -> 8 px, then patch logits."""
 
   def __init__(self, model_config: ml_collections.ConfigDict, max_length: int, *, init):

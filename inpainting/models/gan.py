@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -37,12 +36,9 @@ def update_discriminator(
   return loss, aux, nnx.split(discriminator)
 
 
-def learning_rates(config, step_g: jax.Array, step_d: jax.Array) -> dict[str, jax.Array]:
-  """The G and D learning rates used at these optimizer steps, as metrics."""
-  optim, total = config.optim, config.num_train_steps
-  lr_g = layers.learning_rate_schedule(optim, optim.learning_rate, total)
-  lr_d = layers.learning_rate_schedule(optim, optim.d_learning_rate, total)
+def learning_rates(opt_g: nnx.Optimizer, opt_d: nnx.Optimizer) -> dict[str, jax.Array]:
+  """The G and D learning rates of the step just taken, as metrics."""
   return {
-    "learning_rate": jnp.asarray(lr_g(step_g), jnp.float32),
-    "learning_rate_d": jnp.asarray(lr_d(step_d), jnp.float32),
+    "learning_rate": layers.learning_rate(opt_g),
+    "learning_rate_d": layers.learning_rate(opt_d),
   }

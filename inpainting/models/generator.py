@@ -29,7 +29,7 @@ BOTTLENECK_SIZE = 4
 FOLD = 2  # Space-to-depth factor: the U-Net's top level runs at 64 / FOLD px.
 
 
-class UNetGenerator(nnx.Module):
+class CaptionUNet(nnx.Module):
   """U-Net over the masked image, conditioned on a caption and optionally a latent z."""
 
   def __init__(self, model_config: ml_collections.ConfigDict, *, init: ParamInit):

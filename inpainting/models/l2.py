@@ -9,6 +9,8 @@ one blurry answer, so sample() returns the same completion K times.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,9 +19,41 @@ from flax import nnx
 
 from inpainting import losses
 from inpainting.models import layers, registry
-from inpainting.models.generator import UNetGenerator
+from inpainting.models.generator import CaptionUNet
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionConditioner, Condition, null_condition
+
+
+@dataclasses.dataclass(frozen=True)
+class L2HParams:
+  """The loss settings every function reads (config.loss; see configs/l2.py)."""
+
+  hole_weight: float
+  valid_weight: float
+  l1_weight: float
+  l2_weight: float
+  cond_kl_weight: float
+
+
+def hparams(config: ml_collections.ConfigDict) -> L2HParams:
+  loss = config.loss
+  return L2HParams(
+    hole_weight=float(loss.hole_weight),
+    valid_weight=float(loss.valid_weight),
+    l1_weight=float(loss.l1_weight),
+    l2_weight=float(loss.l2_weight),
+    cond_kl_weight=float(loss.cond_kl_weight),
+  )
+
+
+def _check_no_latent(model_config: ml_collections.ConfigDict) -> None:
+  if model_config.z_dim:
+    raise ValueError("the l2 model has no latent: set model.z_dim=0")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  registry.check_model_config(config, layers.compute_dtype)
+  registry.check_model_config(config, _check_no_latent)
 
 
 class L2Model(nnx.Module):
@@ -27,8 +61,6 @@ class L2Model(nnx.Module):
 
   def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
     model = config.model
-    if model.z_dim:
-      raise ValueError("the l2 model has no latent: set model.z_dim=0")
     dtype = layers.compute_dtype(model)
     init = layers.ParamInit(rngs)
     self.use_caption = bool(model.use_caption)
@@ -37,17 +69,13 @@ class L2Model(nnx.Module):
       if self.use_caption
       else None
     )
-    self.generator = UNetGenerator(model, init=init)
+    self.generator = CaptionUNet(model, init=init)
     init.finish()
     tx = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
     self.opt = nnx.Optimizer(self.trainable_parts(), tx, wrt=nnx.Param)
-    # Static copies for eval_losses(), which receives no config.
+    # Shape of the all-zero condition used without captions (structure, not a loss knob).
     self.cond_dim = int(model.text.cond_dim)
     self.text_width = int(model.text.width)
-    self.hole_weight = float(config.loss.hole_weight)
-    self.valid_weight = float(config.loss.valid_weight)
-    self.l1_weight = float(config.loss.l1_weight)
-    self.l2_weight = float(config.loss.l2_weight)
 
   def trainable_parts(self) -> tuple[nnx.Module, ...]:
     return (self.text, self.generator) if self.use_caption else (self.generator,)
@@ -64,16 +92,13 @@ def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> L2Model:
   return L2Model(config, rngs)
 
 
-def _regression_losses(bundle: L2Model, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-  args = (raw, batch["image"], batch["mask"], bundle.hole_weight, bundle.valid_weight)
+def _regression_losses(hp: L2HParams, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+  args = (raw, batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight)
   return {"loss_l2": losses.hole_weighted_l2(*args), "loss_l1": losses.hole_weighted_l1(*args)}
 
 
-def train_step(
-  bundle: L2Model, batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict
-) -> dict[str, jax.Array]:
+def train_step(bundle: L2Model, batch: Batch, rng: jax.Array, hp: L2HParams) -> dict:
   """One Adam step on the regression loss; mutates the bundle, returns scalar metrics."""
-  step = bundle.opt.step[...]
 
   def loss_fn(parts):
     generator = parts[-1]
@@ -82,12 +107,12 @@ def train_step(
     else:
       cond = bundle.condition(batch, None)
     raw = generator(masked_input(batch), cond)
-    terms = _regression_losses(bundle, raw, batch)
+    terms = _regression_losses(hp, raw, batch)
     terms["kl_cond"] = losses.standard_normal_kl(cond.mu, cond.log_sigma)
     total = (
-      config.loss.l2_weight * terms["loss_l2"]
-      + config.loss.l1_weight * terms["loss_l1"]
-      + config.loss.cond_kl_weight * terms["kl_cond"]
+      hp.l2_weight * terms["loss_l2"]
+      + hp.l1_weight * terms["loss_l1"]
+      + hp.cond_kl_weight * terms["kl_cond"]
     )
     terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
     return total, terms
@@ -97,14 +122,11 @@ def train_step(
     loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
   )(parts)
   bundle.opt.update(parts, grads)
-  schedule = layers.learning_rate_schedule(
-    config.optim, config.optim.learning_rate, config.num_train_steps
-  )
   return {
     "loss": loss,
     **metrics,
     "grad_norm_g": optax.tree.norm(grads),
-    "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+    "learning_rate": layers.learning_rate(bundle.opt),
   }
 
 
@@ -112,23 +134,35 @@ def _predict(bundle: L2Model, batch: Batch) -> jax.Array:
   return bundle.generator(masked_input(batch), bundle.condition(batch, None))
 
 
-def sample(bundle: L2Model, batch: Batch, rng: jax.Array, num_samples: int) -> jax.Array:
+def sample(
+  bundle: L2Model, batch: Batch, rng: jax.Array, num_samples: int, hp: L2HParams
+) -> jax.Array:
   """The single deterministic completion (condition = mu), repeated K times."""
   del rng  # Deterministic.
   out = composite(_predict(bundle, batch), batch).astype(jnp.float32)
   return jnp.broadcast_to(out, (num_samples, *out.shape))
 
 
-def eval_losses(bundle: L2Model, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+def evaluate(bundle: L2Model, batch: Batch, rng: jax.Array, hp: L2HParams) -> dict:
+  """Held-out regression losses, hole L1 and hole PSNR of the (deterministic) prediction."""
   del rng  # Deterministic.
   raw = _predict(bundle, batch)
-  terms = _regression_losses(bundle, raw, batch)
-  terms["loss"] = bundle.l2_weight * terms["loss_l2"] + bundle.l1_weight * terms["loss_l1"]
+  terms = _regression_losses(hp, raw, batch)
+  terms["loss"] = hp.l2_weight * terms["loss_l2"] + hp.l1_weight * terms["loss_l1"]
   terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
+  terms["psnr_hole"] = registry.hole_psnr(composite(raw, batch), batch)
   return terms
 
 
 registry.register(
   "l2",
-  registry.Family(create=create, train_step=train_step, sample=sample, eval_losses=eval_losses),
+  registry.Family(
+    hparams=hparams,
+    create=create,
+    train_step=train_step,
+    sample=sample,
+    evaluate=evaluate,
+    check_config=check_config,
+    progress_metrics=("loss", "l1_hole"),
+  ),
 )

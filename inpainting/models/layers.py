@@ -508,10 +508,23 @@ def learning_rate_schedule(
 def adam(
   optim_config: ml_collections.ConfigDict, peak: float, num_train_steps: int
 ) -> optax.GradientTransformation:
-  """Adam with the configured schedule (`learning_rate_schedule`) and optional clipping."""
-  parts = []
-  if optim_config.grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(optim_config.grad_clip))
+  """Adam with the configured schedule (`learning_rate_schedule`) and optional clipping.
+
+  The learning rate is an injected hyper-parameter, so the rate of the last update can be
+  read back from the optimizer state (`learning_rate`) instead of recomputed.
+  """
+
+  def transform(learning_rate):
+    parts = []
+    if optim_config.grad_clip > 0:
+      parts.append(optax.clip_by_global_norm(optim_config.grad_clip))
+    parts.append(optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2))
+    return optax.chain(*parts)
+
   schedule = learning_rate_schedule(optim_config, peak, num_train_steps)
-  parts.append(optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2))
-  return optax.chain(*parts)
+  return optax.inject_hyperparams(transform)(learning_rate=schedule)
+
+
+def learning_rate(optimizer: nnx.Optimizer) -> jax.Array:
+  """The learning rate of `optimizer`'s last update (an `adam` above), float32 scalar."""
+  return jnp.asarray(optimizer.opt_state.hyperparams["learning_rate"][...], jnp.float32)

@@ -15,6 +15,8 @@ LeakyReLU(x), not x.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -115,7 +117,7 @@ class UNetBlock(nnx.Module):
     return jnp.concatenate([x, h], axis=-1)
 
 
-class UNetGenerator(nnx.Module):
+class Pix2PixUNet(nnx.Module):
   """The reference UnetGenerator(input_nc=4, output_nc=3, num_downs=6, ngf=64)."""
 
   def __init__(self, model_config: ml_collections.ConfigDict, *, init: ParamInit):
@@ -138,7 +140,7 @@ class UNetGenerator(nnx.Module):
     return self.model(x, train, dropout_key)
 
 
-class PatchDiscriminator(nnx.Module):
+class Pix2PixPatchGAN(nnx.Module):
   """The reference NLayerDiscriminator(input_nc=7, ndf=64, n_layers=3): 64 px -> 6x6 logits."""
 
   def __init__(self, model_config: ml_collections.ConfigDict, *, init: ParamInit):
@@ -178,38 +180,50 @@ class PatchDiscriminator(nnx.Module):
     return self.last(h).astype(jnp.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Pix2PixHParams:
+  """What train_step and sample read besides the modules."""
+
+  l1_weight: float  # Weight of the L1 term in G's loss (the reference's lambda_L1).
+  sample_dropout: bool  # Test-time dropout in sample() (the paper's noise source).
+
+
+def hparams(config: ml_collections.ConfigDict) -> Pix2PixHParams:
+  return Pix2PixHParams(
+    l1_weight=float(config.loss.l1_weight), sample_dropout=bool(config.model.sample_dropout)
+  )
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  registry.check_model_config(config, layers.compute_dtype)
+  registry.check_model_config(config, strided_conv.conv_impl)
+
+
 class Pix2Pix(nnx.Module):
   """Generator, discriminator and their Adam optimizers."""
 
   def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
     init = ParamInit(rngs)
-    self.generator = UNetGenerator(config.model, init=init)
-    self.discriminator = PatchDiscriminator(config.model, init=init)
+    self.generator = Pix2PixUNet(config.model, init=init)
+    self.discriminator = Pix2PixPatchGAN(config.model, init=init)
     init.finish()
     tx_g = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
     tx_d = layers.adam(config.optim, config.optim.d_learning_rate, config.num_train_steps)
     self.opt_g = nnx.Optimizer(self.generator, tx_g, wrt=nnx.Param)
     self.opt_d = nnx.Optimizer(self.discriminator, tx_d, wrt=nnx.Param)
-    # Static copies for sample() and eval_losses(), which receive no config.
-    self.l1_weight = float(config.loss.l1_weight)
-    self.sample_dropout = bool(config.model.sample_dropout)
 
 
 def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Pix2Pix:
   return Pix2Pix(config, rngs)
 
 
-def train_step(
-  bundle: Pix2Pix, batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict
-) -> dict[str, jax.Array]:
+def train_step(bundle: Pix2Pix, batch: Batch, rng: jax.Array, hp: Pix2PixHParams) -> dict:
   """The reference optimize_parameters(): G forward once, D update, then G update.
 
   Batch norm runs in train mode throughout, and each network call updates its running
   averages as in PyTorch (D: fake pass, real pass, then the G-step pass).
   """
-  l1_weight = config.loss.l1_weight
   condition = masked_input(batch)
-  step_g, step_d = bundle.opt_g.step[...], bundle.opt_d.step[...]
 
   # G forward once (train mode, dropout from rng); its VJP serves G's update.
   g_graph, g_params, g_stats = nnx.split(bundle.generator, nnx.Param, ...)
@@ -240,7 +254,7 @@ def train_step(
     adversarial = losses.bce_with_logits(pred_fake, 1.0)
     l1 = jnp.mean(jnp.abs(raw_output - batch["image"]))
     aux = {"loss_g_adv": adversarial, "loss_l1": l1}
-    return adversarial + l1_weight * l1, (aux, nnx.state(disc, nnx.BatchStat))
+    return adversarial + hp.l1_weight * l1, (aux, nnx.state(disc, nnx.BatchStat))
 
   (loss_g, (g_metrics, d_stats)), raw_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(raw)
   nnx.update(bundle.discriminator, d_stats)
@@ -254,18 +268,20 @@ def train_step(
     **d_metrics,
     "l1_hole": losses.masked_l1(raw, batch["image"], batch["mask"]),
     "grad_norm_g": optax.tree.norm(g_grads),
-    **gan.learning_rates(config, step_g, step_d),
+    **gan.learning_rates(bundle.opt_g, bundle.opt_d),
   }
 
 
-def sample(bundle: Pix2Pix, batch: Batch, rng: jax.Array, num_samples: int) -> jax.Array:
+def sample(
+  bundle: Pix2Pix, batch: Batch, rng: jax.Array, num_samples: int, hp: Pix2PixHParams
+) -> jax.Array:
   """Eval-mode completions, [num_samples, B, 64, 64, 3], border copied from the input.
 
   Without `model.sample_dropout` all K samples are the same deterministic output; with it,
   each sample gets its own dropout mask (the paper's source of test-time noise).
   """
   condition = masked_input(batch)
-  if not bundle.sample_dropout:
+  if not hp.sample_dropout:
     out = composite(bundle.generator(condition, False, None), batch)
     return jnp.broadcast_to(out, (num_samples, *out.shape))
   keys = jax.random.split(rng, num_samples)
@@ -273,8 +289,8 @@ def sample(bundle: Pix2Pix, batch: Batch, rng: jax.Array, num_samples: int) -> j
   return jnp.stack(outs)
 
 
-def eval_losses(bundle: Pix2Pix, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
-  """Held-out L1 (whole image and hole) and D's BCE, all in eval mode."""
+def evaluate(bundle: Pix2Pix, batch: Batch, rng: jax.Array, hp: Pix2PixHParams) -> dict:
+  """Held-out L1 (whole image and hole), hole PSNR and D's BCE, all in eval mode."""
   del rng  # Deterministic in eval mode.
   condition = masked_input(batch)
   raw = bundle.generator(condition, False, None)
@@ -287,10 +303,19 @@ def eval_losses(bundle: Pix2Pix, batch: Batch, rng: jax.Array) -> dict[str, jax.
     "loss_d": 0.5
     * (losses.bce_with_logits(pred_fake, 0.0) + losses.bce_with_logits(pred_real, 1.0)),
     "l1_hole": losses.masked_l1(raw, batch["image"], batch["mask"]),
+    "psnr_hole": registry.hole_psnr(fake, batch),
   }
 
 
 registry.register(
   "pix2pix",
-  registry.Family(create=create, train_step=train_step, sample=sample, eval_losses=eval_losses),
+  registry.Family(
+    hparams=hparams,
+    create=create,
+    train_step=train_step,
+    sample=sample,
+    evaluate=evaluate,
+    check_config=check_config,
+    progress_metrics=("loss_g", "loss_d", "loss_l1"),
+  ),
 )

@@ -1,15 +1,14 @@
-"""Model families: the only place the trainer learns what a model is.
+"""Model families: the only place the trainer, `evaluate`, `inpaint` and the demo learn
+what a model is.
 
-A family is one file in `inpainting/models/` that registers itself here with a `Family`.
-The trainer, evaluator and inpaint command only ever call these four functions, so adding a
-model never adds a branch to them.
+A family is one file in `inpainting/models/` that registers a `Family` under its name
+(`config.model.name`). A dotted name ("mypackage.my_family") imports that module instead,
+so a family can also live outside this package (the tests' two-caption family does).
+Every caller loops over generic dicts and these functions, so adding a family never adds
+a branch to them.
 
-The batch every family receives (all arrays, leading axis = batch):
-  image        float32 [B, 64, 64, 3] in [-1, 1]    the full ground-truth image
-  mask         float32 [B, 64, 64, 1]               1 inside the hole (unknown), 0 on the border
-  tokens       int32   [B, L]                        caption ids, 0 = padding
-  token_mask   bool    [B, L]                        True for real tokens
-The model sees the image only through `masked_input(batch)` except where it is allowed the
+The batch a family receives is described by its `BatchSpec` (inpainting/batching.py). The
+model sees the image only through `masked_input(batch)` except where it is allowed the
 ground truth (the posterior encoder, the losses, the discriminator's real branch).
 """
 
@@ -23,36 +22,66 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
+from inpainting import batching, images
 from inpainting.errors import UserError
 
 Batch = dict[str, jax.Array]
+HParams = Any  # A family's frozen (hashable) hyper-parameter dataclass.
+
+
+def inpainting_grid(batch: dict[str, np.ndarray], samples: np.ndarray, pad: int = 2):
+  """One row per example: input with the hole grey | ground truth | K samples (uint8)."""
+  truth, mask = batch["image"], batch["mask"]
+  columns = [truth * (1 - mask), truth, *list(samples)]
+  b, h, w, _ = truth.shape
+  grid = np.full((b * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
+  for col, column in enumerate(columns):
+    pixels = images.to_uint8(column)
+    for row in range(b):
+      y, x = pad + row * (h + pad), pad + col * (w + pad)
+      grid[y : y + h, x : x + w] = pixels[row]
+  return grid
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-  """How to build, train and sample one model family.
+  """Everything task-specific about one model family.
 
   Attributes:
+    hparams: config -> a frozen, hashable dataclass of every value the functions below
+      read (loss weights, flags). Built once; passed to every function as `hp`.
     create: (config, rngs) -> nnx.Module holding every trainable part *and* its
       optimizer(s) (nnx.Optimizer). The trainer splits it once with `nnx.split` and
       carries the resulting state through a jitted step.
-    train_step: (bundle, batch, rng, config) -> dict of scalar metrics. Updates the
-      bundle in place (NNX style); the trainer wraps it in a pure, donated jit.
-    sample: (bundle, batch, rng, num_samples) -> float32 [num_samples, B, 64, 64, 3]
-      composited completions in [-1, 1] (border copied from the input).
-    eval_losses: optional (bundle, batch, rng) -> dict of scalars on held-out data.
+    train_step: (bundle, batch, rng, hp) -> dict of scalar metrics. Updates the bundle in
+      place (NNX style); the trainer wraps it in a pure, donated jit.
+    sample: (bundle, batch, rng, num_samples, hp) -> float32 [num_samples, B, ...]
+      completions (for image families: [K, B, 64, 64, 3] in [-1, 1], border copied).
+    evaluate: (bundle, batch, rng, hp) -> dict of scalars on one held-out batch; the
+      trainer's light evaluation averages them over batches (logged as eval/<name>).
+    check_config: config -> None; raises UserError (one line) for any model-specific
+      mistake, before any work is done.
+    batch: which batch fields the family reads (inpainting/batching.py).
+    visualize: (host batch, host samples) -> uint8 [H, W, 3] picture of the samples.
+    progress_metrics: the few metrics shown on the console line (all go to TensorBoard).
   """
 
+  hparams: Callable[[ml_collections.ConfigDict], HParams]
   create: Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
-  train_step: Callable[[nnx.Module, Batch, jax.Array, ml_collections.ConfigDict], dict[str, Any]]
-  sample: Callable[[nnx.Module, Batch, jax.Array, int], jax.Array]
-  eval_losses: Callable[[nnx.Module, Batch, jax.Array], dict[str, Any]] | None = None
+  train_step: Callable[[nnx.Module, Batch, jax.Array, HParams], dict[str, Any]]
+  sample: Callable[[nnx.Module, Batch, jax.Array, int, HParams], jax.Array]
+  evaluate: Callable[[nnx.Module, Batch, jax.Array, HParams], dict[str, Any]]
+  check_config: Callable[[ml_collections.ConfigDict], None] = lambda config: None
+  batch: batching.BatchSpec = batching.DEFAULT_SPEC
+  visualize: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] = inpainting_grid
+  progress_metrics: tuple[str, ...] = ("loss_g", "loss_d", "l1_hole")
 
 
 _FAMILIES: dict[str, Family] = {}
-# Module that defines each family; imported lazily so unused models cost nothing.
+# Module that defines each built-in family; imported lazily so unused models cost nothing.
 _MODULES = {
   "vaegan": "inpainting.models.vaegan",
   "l2": "inpainting.models.l2",
@@ -67,10 +96,34 @@ def register(name: str, family: Family) -> None:
 def get(name: str) -> Family:
   """Returns the registered family `name`; UserError (one line) if unknown."""
   if name not in _FAMILIES:
-    if name not in _MODULES:
+    module = _MODULES.get(name, name if "." in name else None)
+    if module is None:
       raise UserError(f"unknown model {name!r}; choose one of {sorted(_MODULES)}")
-    importlib.import_module(_MODULES[name])
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as error:
+      raise UserError(f"model {name!r}: cannot import {module} ({error})") from None
+    if name not in _FAMILIES:
+      raise UserError(f"model {name!r}: {module} registers no family of that name")
   return _FAMILIES[name]
+
+
+def for_config(config: ml_collections.ConfigDict) -> tuple[Family, HParams]:
+  """The family of `config` and its hyper-parameters, after the family's config check."""
+  family = get(config.model.name)
+  family.check_config(config)
+  return family, family.hparams(config)
+
+
+def check_model_config(config: ml_collections.ConfigDict, check: Callable[[Any], Any]) -> None:
+  """Runs a validator of `config.model` (ValueError -> one-line UserError)."""
+  try:
+    check(config.model)
+  except ValueError as error:
+    raise UserError(str(error)) from None
+
+
+# --- Helpers shared by the image-completion families ----------------------------------------
 
 
 def masked_input(batch: Batch) -> jax.Array:
@@ -83,3 +136,11 @@ def composite(generated: jax.Array, batch: Batch) -> jax.Array:
   """Copies the known border from the input; only the hole comes from the model."""
   mask = batch["mask"].astype(generated.dtype)
   return batch["image"].astype(generated.dtype) * (1.0 - mask) + generated * mask
+
+
+def hole_psnr(completed: jax.Array, batch: Batch) -> jax.Array:
+  """Mean PSNR (dB, images in [-1, 1]) over the hole pixels of each example."""
+  mask = batch["mask"]
+  hole = jnp.maximum(mask.sum(axis=(1, 2, 3)) * completed.shape[-1], 1.0)
+  mse = (((completed - batch["image"]) ** 2) * mask).sum(axis=(1, 2, 3)) / hole
+  return jnp.mean(10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)))

@@ -2,10 +2,10 @@
 
 Parts (attributes of the bundle, each counted separately by the trainer):
   text           CaptionConditioner: caption -> condition c (conditioning augmentation)
-  generator      UNetGenerator: (masked image, c, words, z) -> image
+  generator      CaptionUNet: (masked image, c, words, z) -> image
   posterior      q(z | full image, c)     used in training (reparameterised)
   prior          p(z | border, c)         used at test time; trained through KL(q || p)
-  discriminator  PatchDiscriminator: projection + matching-aware, spectral norm
+  discriminator  ProjectionPatchDiscriminator: projection + matching-aware, spectral norm
   opt_g, opt_d   Adam over (text, generator, posterior, prior) and over the discriminator
 
 One train step: a single generator forward (kept for its VJP), then D's update on
@@ -17,6 +17,8 @@ One train step: a single generator forward (kept for its VJP), then D's update o
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,12 +26,49 @@ import optax
 from flax import nnx
 
 from inpainting import losses
-from inpainting.models import gan, layers, registry
-from inpainting.models.discriminator import PatchDiscriminator, matching_aware_batch
-from inpainting.models.generator import UNetGenerator
+from inpainting.models import gan, layers, registry, strided_conv
+from inpainting.models.discriminator import ProjectionPatchDiscriminator, matching_aware_batch
+from inpainting.models.generator import CaptionUNet
 from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionConditioner, Condition
+
+
+@dataclasses.dataclass(frozen=True)
+class VaeGanHParams:
+  """The loss settings every function reads (config.loss; see configs/vaegan.py)."""
+
+  hole_weight: float
+  valid_weight: float
+  recon_weight: float
+  kl_weight: float
+  cond_kl_weight: float
+  gan_loss: str
+  adversarial_weight: float
+  mismatch_weight: float
+  feature_matching: float
+
+
+def hparams(config: ml_collections.ConfigDict) -> VaeGanHParams:
+  loss = config.loss
+  return VaeGanHParams(
+    hole_weight=float(loss.hole_weight),
+    valid_weight=float(loss.valid_weight),
+    recon_weight=float(loss.recon_weight),
+    kl_weight=float(loss.kl_weight),
+    cond_kl_weight=float(loss.cond_kl_weight),
+    gan_loss=str(loss.gan_loss),
+    adversarial_weight=float(loss.adversarial_weight),
+    mismatch_weight=float(loss.mismatch_weight),
+    feature_matching=float(loss.feature_matching),
+  )
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Model dtype, D's conv formulation and the GAN loss name, as one-line errors."""
+  registry.check_model_config(config, layers.compute_dtype)
+  registry.check_model_config(config, strided_conv.conv_impl)
+  registry.check_model_config(config, lambda _: losses.gan_losses(config.loss.gan_loss))
 
 
 class VaeGan(nnx.Module):
@@ -41,18 +80,15 @@ class VaeGan(nnx.Module):
     max_length = config.data.max_caption_length
     init = layers.ParamInit(rngs)
     self.text = CaptionConditioner(model, max_length, init=init, dtype=dtype)
-    self.generator = UNetGenerator(model, init=init)
+    self.generator = CaptionUNet(model, init=init)
     self.posterior = GaussianEncoder(model, init=init)
     self.prior = GaussianEncoder(model, init=init)
-    self.discriminator = PatchDiscriminator(model, max_length, init=init)
+    self.discriminator = ProjectionPatchDiscriminator(model, max_length, init=init)
     init.finish()
     tx_g = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
     tx_d = layers.adam(config.optim, config.optim.d_learning_rate, config.num_train_steps)
     self.opt_g = nnx.Optimizer(self.generator_parts(), tx_g, wrt=nnx.Param)
     self.opt_d = nnx.Optimizer(self.discriminator, tx_d, wrt=nnx.Param)
-    # Static copies for eval_losses, which receives no config.
-    self.hole_weight = float(config.loss.hole_weight)
-    self.valid_weight = float(config.loss.valid_weight)
 
   def generator_parts(self) -> tuple[nnx.Module, ...]:
     """Everything opt_g trains, in a fixed order."""
@@ -86,16 +122,12 @@ def _posterior_forward(parts, batch: Batch, key: jax.Array) -> dict[str, jax.Arr
   }
 
 
-def train_step(
-  bundle: VaeGan, batch: Batch, rng: jax.Array, config: ml_collections.ConfigDict
-) -> dict[str, jax.Array]:
+def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
   """One D update then one G update; mutates the bundle, returns scalar metrics."""
-  weights = config.loss
+  weights = hp
   d_real_loss, d_fake_loss, g_adv_loss = losses.gan_losses(weights.gan_loss)
   with_mismatch = weights.mismatch_weight > 0
   use_fm = weights.feature_matching > 0
-  step_g = bundle.opt_g.step[...]
-  step_d = bundle.opt_d.step[...]
 
   # Generator forward once; its VJP is reused for G's update after D has moved.
   parts = bundle.generator_parts()
@@ -189,7 +221,7 @@ def train_step(
     **d_metrics,
     "l1_hole": losses.masked_l1(outputs["raw"], batch["image"], batch["mask"]),
     "grad_norm_g": optax.tree.norm(g_grads),
-    **gan.learning_rates(config, step_g, step_d),
+    **gan.learning_rates(bundle.opt_g, bundle.opt_d),
   }
 
 
@@ -198,7 +230,9 @@ def _tile(x: jax.Array, num_samples: int) -> jax.Array:
   return jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
 
 
-def sample(bundle: VaeGan, batch: Batch, rng: jax.Array, num_samples: int) -> jax.Array:
+def sample(
+  bundle: VaeGan, batch: Batch, rng: jax.Array, num_samples: int, hp: VaeGanHParams
+) -> jax.Array:
   """K completions per example with z drawn from the learned prior p(z | border, caption).
 
   The caption condition is its mean mu_c (no conditioning-augmentation noise), so every
@@ -218,8 +252,8 @@ def sample(bundle: VaeGan, batch: Batch, rng: jax.Array, num_samples: int) -> ja
   return composite(raw, batch).astype(jnp.float32)
 
 
-def eval_losses(bundle: VaeGan, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
-  """Held-out reconstruction (z ~ q), KL terms and the hole L1 of one prior sample."""
+def evaluate(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
+  """Held-out reconstruction (z ~ q), KL terms, and hole L1 / PSNR of one prior sample."""
   key_q, key_p = jax.random.split(rng)
   cond = bundle.text(batch["tokens"], batch["token_mask"], None)
   x = masked_input(batch)
@@ -229,16 +263,25 @@ def eval_losses(bundle: VaeGan, batch: Batch, rng: jax.Array) -> dict[str, jax.A
   raw_p = bundle.generator(x, cond, reparameterize(mu_p, log_sigma_p, key_p))
   return {
     "loss_recon": losses.hole_weighted_l1(
-      raw_q, batch["image"], batch["mask"], bundle.hole_weight, bundle.valid_weight
+      raw_q, batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight
     ),
     "kl_z": losses.gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p),
     "kl_cond": losses.standard_normal_kl(cond.mu, cond.log_sigma),
     "l1_hole_posterior": losses.masked_l1(raw_q, batch["image"], batch["mask"]),
     "l1_hole_prior": losses.masked_l1(raw_p, batch["image"], batch["mask"]),
+    "psnr_hole_prior": registry.hole_psnr(composite(raw_p, batch), batch),
   }
 
 
 registry.register(
   "vaegan",
-  registry.Family(create=create, train_step=train_step, sample=sample, eval_losses=eval_losses),
+  registry.Family(
+    hparams=hparams,
+    create=create,
+    train_step=train_step,
+    sample=sample,
+    evaluate=evaluate,
+    check_config=check_config,
+    progress_metrics=("loss_g", "loss_d", "l1_hole", "kl_z"),
+  ),
 )

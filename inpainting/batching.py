@@ -1,0 +1,109 @@
+"""Records -> a model family's batch, without grain or jax.
+
+The input pipeline (training and evaluation), `inpaint` and the demo all turn decoded
+records into batches here, so a family sees the same fields however it is fed. A family
+declares what it needs with a `BatchSpec`:
+
+  device_keys   the fields that go to the accelerators (sharded over the batch axis);
+  extra_fields  (examples, batch, tokenizer, max_caption_length) -> more fields, for
+                families that read more of the record than one caption (a dialogue, a
+                second caption, a sequence of targets).
+
+The fields every batch has (leading axis b):
+
+  image       float32 [b, 64, 64, 3] in [-1, 1]
+  mask        float32 [b, 64, 64, 1], 1 = hole (see inpainting/masks.py)
+  tokens      int32   [b, L], 0 = padding (L = data.max_caption_length)
+  token_mask  bool    [b, L]
+  id          np.str_ [b]   record ids                           (host only)
+  caption     np.str_ [b]   the caption actually tokenised        (host only)
+  scene       np.str_ [b]   scene JSON, "" for non-synthetic data (host only)
+  index       int64   [b]   record index within the split         (host only)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from inpainting import images, records
+from inpainting.tokenizer import Tokenizer
+
+CAPTION_KEYS = ("image", "mask", "tokens", "token_mask")
+# How the pipeline picks the caption of each example (data.caption / evaluate's modes).
+CAPTION_MODES = ("random", "first", "empty", "shuffled")
+
+ExtraFields = Callable[
+  [Sequence[records.Example], dict[str, np.ndarray], Tokenizer, int], dict[str, np.ndarray]
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+  """Which batch fields a family reads (see the module docstring)."""
+
+  device_keys: tuple[str, ...] = CAPTION_KEYS
+  extra_fields: ExtraFields | None = None
+
+
+DEFAULT_SPEC = BatchSpec()  # Image, hole and one caption: what the caption families read.
+
+
+def assemble(
+  examples: Sequence[records.Example],
+  pixels: np.ndarray,
+  mask: np.ndarray,
+  captions: Sequence[str],
+  tokenizer: Tokenizer,
+  max_caption_length: int,
+  spec: BatchSpec,
+  index: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+  """One batch from decoded examples.
+
+  Args:
+    examples: the records, in batch order.
+    pixels: uint8 [b, H, W, 3], the examples' images after any augmentation.
+    mask: float32 [b, H, W, 1], 1 = hole.
+    captions: the caption chosen for each example ("" = none).
+    tokenizer, max_caption_length: how captions become tokens.
+    spec: the family's BatchSpec.
+    index: record indices within the split (default: 0..b-1).
+  """
+  tokens, token_mask = tokenizer.encode(list(captions), max_caption_length)
+  batch = {
+    "image": images.to_float(pixels),
+    "mask": np.asarray(mask, np.float32),
+    "tokens": tokens,
+    "token_mask": token_mask,
+    "id": np.array([e.id for e in examples], dtype=np.str_),
+    "caption": np.array(list(captions), dtype=np.str_),
+    "scene": np.array(
+      ["" if e.scene is None else json.dumps(e.scene) for e in examples], dtype=np.str_
+    ),
+    "index": np.arange(len(examples), dtype=np.int64) if index is None else index,
+  }
+  if spec.extra_fields is not None:
+    batch.update(spec.extra_fields(examples, batch, tokenizer, max_caption_length))
+  return batch
+
+
+def from_image(
+  pixels: np.ndarray,
+  mask: np.ndarray,
+  captions: Sequence[str],
+  tokenizer: Tokenizer,
+  max_caption_length: int,
+  spec: BatchSpec,
+) -> dict[str, np.ndarray]:
+  """A batch of one user image (uint8 [H, W, 3]) and its hole (float [H, W, 1]).
+
+  `captions` are the user's captions, the first one tokenised as the caption; families
+  with extra fields read the rest through `extra_fields` like any record's captions.
+  """
+  example = records.Example(id="input", image=pixels, captions=list(captions))
+  first = captions[0] if captions else ""
+  return assemble([example], pixels[None], mask[None], [first], tokenizer, max_caption_length, spec)
