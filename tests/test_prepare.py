@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from data_prep import prepare
 from data_prep.sources import flickr
@@ -337,3 +337,195 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
   )
   assert (tmp_path / "taken" / "keep.txt").read_text() == "precious"
   assert not (tmp_path / "o").exists()
+
+
+# --- grey RGB files, big JPEGs, caption-table problems, a successful CLI run -------------------
+
+
+def write_flickr(root, images, rows):
+  """A flickr folder: `images` maps file name -> PIL image; `rows` are captions.txt lines."""
+  os.makedirs(os.path.join(root, "images"))
+  for name, image in images.items():
+    image.save(os.path.join(root, "images", name), quality=95)
+  text = "image,caption\n" + "".join(f"{row}\n" for row in rows)
+  with open(os.path.join(root, "captions.txt"), "w", encoding="utf-8") as f:
+    f.write(text)
+
+
+def colourful(size, seed, grid=(4, 4)):
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, 256, (grid[1], grid[0], 3), dtype=np.uint8)
+  return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+
+
+def grey_rgb(size, seed):
+  """An RGB image (three channels stored) whose channels are all equal."""
+  grey = np.asarray(colourful(size, seed).convert("L"))
+  return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
+
+
+def test_rgb_files_without_colour_are_skipped_as_grayscale(tmp_path):
+  root = tmp_path / "flickr"
+  files = {
+    "c1.jpg": colourful((64, 64), 1),
+    "c2.png": colourful((80, 60), 2),
+    "c3.jpg": colourful((90, 70), 3),
+    "greyjpg.jpg": grey_rgb((64, 64), 4),
+    "greypng.png": grey_rgb((80, 60), 5),
+  }
+  write_flickr(root, files, [f"{name},a caption of {name}" for name in files])
+  for name in ("greyjpg.jpg", "greypng.png"):  # Stored as RGB, not as a grey mode.
+    assert Image.open(root / "images" / name).mode == "RGB"
+  out = str(tmp_path / "out")
+  metadata = prepare.prepare("flickr", str(root), out, vocab_size=32, progress=False)
+  check_dataset(out, metadata)
+  assert metadata["skipped"]["grayscale"] == 2 and metadata["num_skipped"] == 2
+  kept = {e.id for split in records.SPLITS for e in read_split(out, split)}
+  assert kept == {"c1", "c2", "c3"}
+  lines = skipped_lines(out)
+  assert sorted(reason for reason, _ in lines) == ["grayscale", "grayscale"]
+  assert all("RGB without colour" in what for _, what in lines)
+  assert {os.path.basename(what.split()[0]) for _, what in lines} == {"greyjpg.jpg", "greypng.png"}
+  # --grayscale=convert keeps them, as grey RGB.
+  converted = prepare.prepare(
+    "flickr", str(root), str(tmp_path / "convert"), grayscale="convert", progress=False
+  )
+  assert converted["skipped"]["grayscale"] == 0
+  examples = {
+    e.id: e for split in records.SPLITS for e in read_split(str(tmp_path / "convert"), split)
+  }
+  assert set(examples) == {"c1", "c2", "c3", "greyjpg", "greypng"}
+  grey = examples["greypng"].image.astype(int)
+  np.testing.assert_array_equal(grey[..., 0], grey[..., 1])
+  np.testing.assert_array_equal(grey[..., 1], grey[..., 2])
+
+
+def test_big_jpeg_is_drafted_then_centre_cropped_and_resized(tmp_path, monkeypatch):
+  root = tmp_path / "flickr"
+  big = colourful((500, 375), 7, grid=(8, 6))  # Detail across the width: the crop shows.
+  files = {
+    "big.jpg": big,
+    "small1.jpg": colourful((64, 64), 8),
+    "small2.jpg": colourful((64, 64), 9),
+  }
+  write_flickr(root, files, [f"{name},a caption of {name}" for name in files])
+  # Record the size each JPEG is decoded at.
+  decoded = {}
+  original_draft = JpegImagePlugin.JpegImageFile.draft
+
+  def draft(self, mode, size):
+    result = original_draft(self, mode, size)
+    decoded[os.path.basename(self.filename)] = self.size
+    return result
+
+  monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+  out = str(tmp_path / "out")
+  metadata = prepare.prepare("flickr", str(root), out, vocab_size=32, progress=False)
+  check_dataset(out, metadata)
+  assert metadata["num_skipped"] == 0
+  # Decoded at half scale (the smallest DCT scale keeping both sides >= 128), not in full.
+  assert decoded == {"big.jpg": (250, 188)}
+  # Expected: the full-resolution decode, centre square (62..437 x 0..375), Lanczos to 64.
+  with Image.open(root / "images" / "big.jpg") as full:
+    expected = np.asarray(
+      full.convert("RGB").resize((64, 64), Image.Resampling.LANCZOS, box=(62, 0, 437, 375))
+    ).astype(int)
+  example = next(e for split in records.SPLITS for e in read_split(out, split) if e.id == "big")
+  difference = np.abs(example.image.astype(int) - expected)
+  # Half-scale decoding costs about 1 level on average; a 1/8-scale decode (63x47, below
+  # the target's twice) is ~3.5 levels off with 16 at worst, a wrong crop far more.
+  assert difference.mean() < 1.5 and difference.max() <= 10, (difference.mean(), difference.max())
+
+
+def test_flickr_empty_captions_and_malformed_rows_are_skipped(tmp_path):
+  root = tmp_path / "flickr"
+  files = {f"p{i}.jpg": colourful((64, 64), 20 + i) for i in range(4)}
+  rows = [f"p{i}.jpg,a caption of picture {i}" for i in range(4)]
+  rows += [
+    "p1.jpg,",  # Line 6: empty caption.
+    'p2.jpg," \t "',  # Line 7: only whitespace.
+    "p3.jpg",  # Line 8: no caption column at all.
+    ",",  # A blank row: ignored, not counted.
+  ]
+  write_flickr(root, files, rows)
+  out = str(tmp_path / "out")
+  metadata = prepare.prepare("flickr", str(root), out, vocab_size=32, progress=False)
+  check_dataset(out, metadata)
+  skipped = metadata["skipped"]
+  assert skipped["empty_caption"] == 2 and skipped["malformed_row"] == 1
+  assert metadata["num_skipped"] == 3
+  assert sorted(skipped_lines(out)) == [
+    ["empty_caption", "captions.txt line 6 (p1)"],
+    ["empty_caption", "captions.txt line 7 (p2)"],
+    ["malformed_row", "captions.txt line 8"],
+  ]
+  # The images keep their good captions, and only those.
+  examples = {e.id: e for split in records.SPLITS for e in read_split(out, split)}
+  assert {k: e.captions for k, e in examples.items()} == {
+    f"p{i}": [f"a caption of picture {i}"] for i in range(4)
+  }
+
+
+def test_coco_malformed_entries_and_empty_captions_are_skipped(tmp_path):
+  root = tmp_path / "coco"
+  os.makedirs(root / "annotations")
+  for split, folder, names in [
+    ("train", "train2014", ["t1", "t2"]),
+    ("validation", "val2014", ["v1"]),
+  ]:
+    os.makedirs(root / folder)
+    for i, name in enumerate(names):
+      colourful((96, 72), 30 + i).save(root / folder / f"{name}.jpg")
+    images = [{"id": i, "file_name": f"{name}.jpg"} for i, name in enumerate(names)]
+    annotations = [{"image_id": i, "caption": f"a photo of {name}"} for i, name in enumerate(names)]
+    if split == "train":
+      images += [
+        {"id": 10, "file_name": "../v1.jpg"},  # images[2]: leaves the folder.
+        {"id": 11},  # images[3]: no file name.
+        "t1.jpg",  # images[4]: not an object.
+      ]
+      annotations += [
+        {"image_id": 0, "caption": 42},  # annotations[2]: not text.
+        {"image_id": 0},  # annotations[3]: no caption.
+        {"image_id": 1, "caption": "  \n "},  # annotations[4]: empty once trimmed.
+        {"image_id": 1, "caption": ""},  # annotations[5]: empty.
+      ]
+    with open(root / "annotations" / f"captions_{folder}.json", "w") as f:
+      json.dump({"images": images, "annotations": annotations}, f)
+  out = str(tmp_path / "out")
+  metadata = prepare.prepare("coco", str(root), out, vocab_size=32, progress=False)
+  check_dataset(out, metadata)
+  name = "captions_train2014.json"
+  assert sorted(skipped_lines(out)) == [
+    ["empty_caption", f"{name} annotations[4] (t2)"],
+    ["empty_caption", f"{name} annotations[5] (t2)"],
+    ["malformed_row", f"{name} annotations[2]"],
+    ["malformed_row", f"{name} annotations[3]"],
+    ["malformed_row", f"{name} images[2]"],
+    ["malformed_row", f"{name} images[3]"],
+    ["malformed_row", f"{name} images[4]"],
+  ]
+  assert metadata["skipped"]["malformed_row"] == 5 and metadata["skipped"]["empty_caption"] == 2
+  assert {e.id: e.captions for e in read_split(out, "train")} == {
+    "t1": ["a photo of t1"],
+    "t2": ["a photo of t2"],
+  }
+
+
+def test_cli_success_writes_a_dataset_and_prints_its_summary(tmp_path):
+  out = tmp_path / "cli"
+  result = run_cli(
+    "--source=synthetic",
+    f"--output_dir={out}",
+    "--num_train=6",
+    "--num_validation=2",
+    "--vocab_size=48",
+  )
+  assert result.returncode == 0, result.stderr
+  metadata = records.read_metadata(str(out))
+  assert os.path.isfile(out / records.METADATA_FILE)
+  check_dataset(str(out), metadata)
+  assert metadata["counts"]["train"]["images"] == 6
+  assert metadata["counts"]["validation"]["images"] == 2
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary == {"output_dir": str(out), "counts": metadata["counts"], "skipped": {}}
