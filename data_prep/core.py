@@ -31,6 +31,7 @@ import PIL
 from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import ImageFile
 
+from data_prep import tfds_export
 from inpainting import images, records, scenes, tokenizer
 from inpainting.errors import UserError
 
@@ -327,7 +328,7 @@ class Progress:
 
 
 class _ShardWriter:
-  """Writes one split round-robin over its shards."""
+  """Writes one split round-robin over its shards, counting the records in each."""
 
   def __init__(self, folder: str, split: str, num_shards: int):
     self.paths = [
@@ -336,10 +337,13 @@ class _ShardWriter:
     # One record per chunk (random access), uncompressed: raw pixels of photos barely
     # compress, and zstd would cost the writer ~4x the time per record.
     self._writers = [ArrayRecordWriter(path, WRITER_OPTIONS) for path in self.paths]
+    self.lengths = [0] * num_shards  # Records per shard (TFDS's shard lengths).
     self.count = 0
 
   def write(self, record: bytes) -> None:
-    self._writers[self.count % len(self._writers)].write(record)
+    shard = self.count % len(self._writers)
+    self._writers[shard].write(record)
+    self.lengths[shard] += 1
     self.count += 1
 
   def close(self) -> None:
@@ -360,8 +364,12 @@ def _write_split(
   progress: Progress,
   skips: Skips,
   options: Options,
-) -> tuple[dict[str, int], list[str]]:
-  """Writes the next len(items) outcomes as `split`; returns its counts and captions."""
+) -> tuple[dict[str, int], list[str], list[int]]:
+  """Writes the next len(items) outcomes as `split`.
+
+  Returns:
+    (its counts, its captions, the number of records in each shard).
+  """
   writer = _ShardWriter(folder, split, _num_shards(len(items), options))
   captions: list[str] = []
   try:
@@ -378,13 +386,14 @@ def _write_split(
   if writer.count == 0:
     raise PrepareError(f"no usable images in the {split} split (skipped: {skips.summary()})")
   counts = {"images": writer.count, "captions": len(captions), "shards": len(writer.paths)}
-  return counts, captions
+  return counts, captions, writer.lengths
 
 
 def _write_dataset(
   folder: str, source: str, items: dict[str, list[Item]], skips: Skips, options: Options
 ) -> tuple[dict[str, Any], float]:
-  """Converts and writes every split, then the tokenizer (trained on train captions only).
+  """Converts and writes every split, then the tokenizer (trained on train captions only)
+  and the TFDS metadata.
 
   Returns:
     (counts per split, images per second).
@@ -392,10 +401,10 @@ def _write_dataset(
   total = sum(len(items[split]) for split in records.SPLITS)
   progress = Progress(source, total, options.progress)
   outcomes = _outcomes([item for split in records.SPLITS for item in items[split]], options)
-  counts, captions = {}, {}
+  counts, captions, shard_lengths = {}, {}, {}
   try:
     for split in records.SPLITS:
-      counts[split], captions[split] = _write_split(
+      counts[split], captions[split], shard_lengths[split] = _write_split(
         folder, split, items[split], outcomes, progress, skips, options
       )
   finally:
@@ -404,6 +413,12 @@ def _write_dataset(
   rate = progress.rate()  # Conversion only: the tokenizer is trained next.
   tokenizer.train(
     captions["train"], os.path.join(folder, records.TOKENIZER_FILE), options.vocab_size
+  )
+  tfds_export.write_metadata(
+    folder,
+    shard_lengths,
+    description=f"Captioned 64x64 images from the {source!r} source, written by "
+    "data_prep.prepare (see metadata.json beside this file).",
   )
   return counts, rate
 
