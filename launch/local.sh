@@ -9,7 +9,10 @@
 #   COORDINATOR_PORT      coordinator port on 127.0.0.1 (default: a free one)
 #   PYTHON                interpreter (default: python)
 # Each process logs to WORKDIR/logs/process_K.log; the script exits non-zero if any fails,
-# and stops the others when one fails or when it is interrupted.
+# and stops the others (SIGTERM) when one fails. Interrupted (Ctrl-C or SIGTERM), it sends
+# SIGTERM to every process, so each saves a preemption checkpoint, and waits for them to
+# finish before it exits (130 after SIGINT, 143 after SIGTERM); a second interrupt while
+# it waits kills them at once (SIGKILL), without a checkpoint.
 set -euo pipefail
 
 if [ $# -lt 1 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
@@ -32,10 +35,17 @@ port=${COORDINATOR_PORT:-$("$python" -c 'import socket; s=socket.socket(); s.bin
 mkdir -p "$workdir/logs"
 
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+signal_all() {  # signal_all SIGNAL: to every process started (finished ones are skipped)
+  for pid in "${pids[@]}"; do kill -s "$1" "$pid" 2>/dev/null || true; done
 }
-trap 'cleanup; exit 130' INT TERM
+stop() {  # stop STATUS: forward SIGTERM, wait for the checkpoints, exit with STATUS
+  trap 'signal_all KILL' INT TERM
+  signal_all TERM
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  exit "$1"
+}
+trap 'stop 130' INT
+trap 'stop 143' TERM
 
 for ((k = 0; k < num_processes; k++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=cpu \
@@ -45,12 +55,24 @@ for ((k = 0; k < num_processes; k++)); do
   pids+=($!)
 done
 
+# Reap the processes in the order they end (not in launch order: a failed process K must
+# stop the others even while process 0 still runs, e.g. blocked in a collective waiting for
+# K). `wait -n` cannot tell which process ended when several end together, so poll: once
+# bash has reaped a child, `kill -0` fails and `wait PID` returns its saved status.
 status=0
-for k in "${!pids[@]}"; do
-  if ! wait "${pids[$k]}"; then
-    echo "launch/local.sh: process $k failed; see $workdir/logs/process_$k.log" >&2
-    status=1
-    cleanup
-  fi
+running=("${!pids[@]}")
+while [ ${#running[@]} -gt 0 ]; do
+  still=()
+  for k in "${running[@]}"; do
+    if kill -0 "${pids[$k]}" 2>/dev/null; then
+      still+=("$k")
+    elif ! wait "${pids[$k]}"; then
+      echo "launch/local.sh: process $k failed; see $workdir/logs/process_$k.log" >&2
+      status=1
+      signal_all TERM
+    fi
+  done
+  running=(${still[@]+"${still[@]}"})
+  [ ${#running[@]} -eq 0 ] || sleep 0.2
 done
 exit $status
