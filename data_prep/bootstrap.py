@@ -1,7 +1,7 @@
-"""First-use data for the training entry point: synthetic scenes when no data.dir is given.
+"""A config's data folder for scripts and tests: synthetic scenes when no data.dir is given.
 
-`inpainting.main` calls `resolve_data_dir` before training, so the trainer itself never
-prepares data and `inpainting/` never imports `data_prep/`.
+The same thing `inpainting.main` does on first use (it runs `python -m data_prep.prepare`,
+since inpainting/ never imports data_prep/), as a function.
 """
 
 from __future__ import annotations
@@ -49,11 +49,3 @@ def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("synthetic data prepared")
   return data_dir
-
-
-def with_data_dir(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """A copy of `config` whose data.dir is the resolved (and, if needed, prepared) folder."""
-  data_dir = resolve_data_dir(config, workdir)
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.data.dir = data_dir
-  return config

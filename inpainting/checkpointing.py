@@ -15,7 +15,6 @@ import signal
 import threading
 from typing import Any
 
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -105,6 +104,12 @@ class _FrozenState:
     return self._state
 
 
+def _grain_checkpoint():
+  import grain  # noqa: PLC0415  (training only)
+
+  return grain.checkpoint
+
+
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` with the project's save policy and SIGTERM handling."""
 
@@ -112,33 +117,35 @@ class Checkpointer:
     self,
     directory: str,
     *,
-    save_every_steps: int,
-    keep: int,
+    save_every_steps: int = 0,
+    keep: int | None = None,
     async_save: bool = True,
     read_only: bool = False,
   ):
-    options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep,
-      enable_async_checkpointing=async_save,
-      save_decision_policy=policies.AnySavePolicy(
-        [
-          policies.FixedIntervalPolicy(save_every_steps),
-          policies.PreemptionCheckpointingPolicy(),
-        ]
-      ),
-      # Every process writes its own iterator file into the step folder.
-      enable_per_process_directory_creation=False,
-      read_only=read_only,
-      create=not read_only,
-    )
+    if read_only:  # Only reads: no save policy, nothing deleted, nothing created.
+      options = ocp.CheckpointManagerOptions(
+        save_interval_steps=0, max_to_keep=None, read_only=True, create=False
+      )
+    else:
+      options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=async_save,
+        save_decision_policy=policies.AnySavePolicy(
+          [
+            policies.FixedIntervalPolicy(save_every_steps),
+            policies.PreemptionCheckpointingPolicy(),
+          ]
+        ),
+        # Every process writes its own iterator file into the step folder.
+        enable_per_process_directory_creation=False,
+      )
+    handlers = {"state": ocp.StandardCheckpointHandler()}
+    if not read_only:  # Readers (evaluate, inpaint, the demo) need no grain.
+      import grain  # noqa: PLC0415
+
+      handlers["data"] = grain.checkpoint.CheckpointHandler()
     self._manager = ocp.CheckpointManager(
-      directory,
-      item_names=("state", "data"),
-      item_handlers={
-        "state": ocp.StandardCheckpointHandler(),
-        "data": grain.checkpoint.CheckpointHandler(),
-      },
-      options=options,
+      directory, item_names=tuple(handlers), item_handlers=handlers, options=options
     )
     self._sigterm = threading.Event()
     if not read_only:
@@ -172,7 +179,7 @@ class Checkpointer:
       step,
       args=ocp.args.Composite(
         state=ocp.args.StandardRestore(flat_abstract),
-        data=grain.checkpoint.CheckpointRestore(data),
+        data=_grain_checkpoint().CheckpointRestore(data),
       ),
     )
     return unflatten(restored["state"], abstract_state)
@@ -207,7 +214,7 @@ class Checkpointer:
       step,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave(flat),
-        data=grain.checkpoint.CheckpointSave(data.snapshot()),
+        data=_grain_checkpoint().CheckpointSave(data.snapshot()),
       ),
       force=force,
     )

@@ -89,11 +89,13 @@ def _duration(seconds: float) -> str:
 
 
 class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax and grain (their warnings and errors still show), and
-  JAX's note that it found no TPU, which greets every CPU or GPU user."""
+  """Drops INFO chatter of orbax and grain (their warnings and errors still show), JAX's
+  note that it found no TPU (which greets every CPU or GPU user) and orbax's note that a
+  checkpoint folder opened for reading is read-only."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    if "Unable to initialize backend" in str(record.msg):
+    message = str(record.msg)
+    if "Unable to initialize backend" in message or "directory is read only" in message:
       return False
     noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
     return record.levelno >= logging_std.WARNING or not noisy

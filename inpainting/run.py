@@ -41,6 +41,7 @@ RESUMABLE_FIELDS = (
   "num_eval_batches",
   "num_grid_examples",
   "num_grid_samples",
+  "data.dir",  # The same prepared data may move (a copied workdir, another mount).
   "data.num_workers",
   "data.prefetch_batches",
   "mesh.",
@@ -152,7 +153,6 @@ def open_checkpoints(workdir: str, *, read_only: bool, **options) -> checkpointi
   if read_only:
     if not os.path.isdir(directory):
       raise UserError(f"{workdir} has no checkpoints")
-    options = dict(save_every_steps=1, keep=1, async_save=False)
   return checkpointing.Checkpointer(directory, read_only=read_only, **options)
 
 
@@ -222,7 +222,8 @@ def restore(
 
 
 def _corrupt(checkpointer, workdir, step, error, requested: bool, move: bool) -> None:
-  reason = f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
+  text = " ".join(str(error).split()).split(". See full")[0]  # TensorStore appends a repr.
+  reason = f"{type(error).__name__}: {text[:160]}"
   if requested:
     raise UserError(f"checkpoint step {step} in {workdir} is unreadable ({reason})")
   if move:
