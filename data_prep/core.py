@@ -290,7 +290,7 @@ def _outcomes(items: list[Item], options: Options) -> Iterator[_Outcome]:
 # --- progress and writing -------------------------------------------------------------------------
 
 
-class Progress:
+class ConversionProgress:
   """done/total, images/s and ETA on stderr: in place on a terminal, else every 10 s."""
 
   def __init__(self, label: str, total: int, enabled: bool = True):
@@ -361,7 +361,7 @@ def _write_split(
   split: str,
   items: list[Item],
   outcomes: Iterator[_Outcome],
-  progress: Progress,
+  progress: ConversionProgress,
   skips: Skips,
   options: Options,
 ) -> tuple[dict[str, int], list[str], list[int]]:
@@ -399,7 +399,7 @@ def _write_dataset(
     (counts per split, images per second).
   """
   total = sum(len(items[split]) for split in records.SPLITS)
-  progress = Progress(source, total, options.progress)
+  progress = ConversionProgress(source, total, options.progress)
   outcomes = _outcomes([item for split in records.SPLITS for item in items[split]], options)
   counts, captions, shard_lengths = {}, {}, {}
   try:

@@ -65,12 +65,7 @@ def _sampler(graphdef: nnx.GraphDef, family: registry.Family, hparams, num_sampl
   Keyed by the graph definition rather than the Run, so the cache holds no parameters and
   evaluating many checkpoints compiles once.
   """
-
-  def sample(state, batch, rng):
-    bundle = nnx.merge(graphdef, state["model"])
-    return family.sample(bundle, batch, rng, num_samples, hparams)
-
-  return jax.jit(sample)
+  return jax.jit(run.state_fn(graphdef, family.sample, num_samples, hparams))
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

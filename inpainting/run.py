@@ -145,6 +145,17 @@ def abstract_state(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, dic
   return graphdef, {"model": model, "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
 
 
+def state_fn(graphdef: nnx.GraphDef, fn, *args):
+  """(state, batch, rng) -> fn(bundle, batch, rng, *args), the bundle merged from a train
+  state; the pure form of a family's `sample` or `evaluate` that both the trainer and
+  inference jit."""
+
+  def pure(state, batch, rng):
+    return fn(nnx.merge(graphdef, state["model"]), batch, rng, *args)
+
+  return pure
+
+
 # --- Checkpoints -----------------------------------------------------------------------------
 
 

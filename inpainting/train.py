@@ -109,24 +109,6 @@ def make_train_step(config, graphdef):
   return train_step
 
 
-def make_sample_fn(config, graphdef, num_samples: int):
-  family, hp = registry.for_config(config)
-
-  def sample(state, batch, rng):
-    return family.sample(nnx.merge(graphdef, state["model"]), batch, rng, num_samples, hp)
-
-  return sample
-
-
-def make_eval_fn(config, graphdef):
-  family, hp = registry.for_config(config)
-
-  def evaluate(state, batch, rng):
-    return family.evaluate(nnx.merge(graphdef, state["model"]), batch, rng, hp)
-
-  return evaluate
-
-
 def check_finite(step: int, metrics: dict[str, float]) -> None:
   """Raises FloatingPointError naming the step and the first bad metric."""
   for name, value in metrics.items():
@@ -247,8 +229,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     .compile()
   )
   flops = _flops(train_step)
-  sample_fn = jax.jit(make_sample_fn(config, graphdef, config.num_grid_samples))
-  eval_fn = jax.jit(make_eval_fn(config, graphdef))
+  hp = family.hparams(config)
+  sample_fn = jax.jit(run.state_fn(graphdef, family.sample, config.num_grid_samples, hp))
+  eval_fn = jax.jit(run.state_fn(graphdef, family.evaluate, hp))
 
   writer = logs.Writer(workdir)
   if first_step == 0:

@@ -36,14 +36,7 @@ class L2HParams:
 
 
 def hparams(config: ml_collections.ConfigDict) -> L2HParams:
-  loss = config.loss
-  return L2HParams(
-    hole_weight=float(loss.hole_weight),
-    valid_weight=float(loss.valid_weight),
-    l1_weight=float(loss.l1_weight),
-    l2_weight=float(loss.l2_weight),
-    cond_kl_weight=float(loss.cond_kl_weight),
-  )
+  return registry.hparams_from(L2HParams, config.loss)
 
 
 def _check_no_latent(model_config: ml_collections.ConfigDict) -> None:

@@ -189,8 +189,8 @@ class Pix2PixHParams:
 
 
 def hparams(config: ml_collections.ConfigDict) -> Pix2PixHParams:
-  return Pix2PixHParams(
-    l1_weight=float(config.loss.l1_weight), sample_dropout=bool(config.model.sample_dropout)
+  return registry.hparams_from(
+    Pix2PixHParams, config.loss, sample_dropout=bool(config.model.sample_dropout)
   )
 
 

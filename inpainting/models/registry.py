@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,15 @@ def for_config(config: ml_collections.ConfigDict) -> tuple[Family, HParams]:
   family = get(config.model.name)
   family.check_config(config)
   return family, family.hparams(config)
+
+
+def hparams_from(cls: type, section: ml_collections.ConfigDict, **values: Any) -> HParams:
+  """A frozen hyper-parameter dataclass `cls` with each field read from `section` (a config
+  block) and cast to the field's type; `values` supply fields that live elsewhere."""
+  types = typing.get_type_hints(cls)
+  fields = {f.name: types[f.name] for f in dataclasses.fields(cls)}
+  read = {name: kind(section[name]) for name, kind in fields.items() if name not in values}
+  return cls(**read, **values)
 
 
 def check_model_config(config: ml_collections.ConfigDict, check: Callable[[Any], Any]) -> None:

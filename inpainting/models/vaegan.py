@@ -50,18 +50,7 @@ class VaeGanHParams:
 
 
 def hparams(config: ml_collections.ConfigDict) -> VaeGanHParams:
-  loss = config.loss
-  return VaeGanHParams(
-    hole_weight=float(loss.hole_weight),
-    valid_weight=float(loss.valid_weight),
-    recon_weight=float(loss.recon_weight),
-    kl_weight=float(loss.kl_weight),
-    cond_kl_weight=float(loss.cond_kl_weight),
-    gan_loss=str(loss.gan_loss),
-    adversarial_weight=float(loss.adversarial_weight),
-    mismatch_weight=float(loss.mismatch_weight),
-    feature_matching=float(loss.feature_matching),
-  )
+  return registry.hparams_from(VaeGanHParams, config.loss)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
