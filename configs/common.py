@@ -29,7 +29,7 @@ def base() -> ml_collections.ConfigDict:
   c.global_batch_size = 64  # Across all devices and hosts; must divide by the device count.
   c.num_train_steps = 20_000  # Total optimizer steps (D and G each take one per step).
   c.log_every_steps = 50  # Console + TensorBoard scalars.
-  c.eval_every_steps = 1_000  # Validation losses, light metrics and sample grids.
+  c.eval_every_steps = 1_000  # Family light evaluation + picture; also at the end if <= steps.
   c.checkpoint_every_steps = 500  # Orbax saves (async); also on SIGTERM and at the end.
   c.keep_checkpoints = 3  # Most recent checkpoints kept.
   c.num_eval_batches = 4  # Validation batches per light evaluation.
@@ -45,7 +45,7 @@ def base() -> ml_collections.ConfigDict:
   # --- debugging ------------------------------------------------------------------
   c.debug = ml_collections.ConfigDict()
   c.debug.record_example_ids = False  # Write consumed example ids to WORKDIR/debug/.
-  c.debug.inject_nan_at_step = -1  # > 0: poison the metrics of this step (tests the NaN stop).
+  c.debug.inject_nan_at_step = -1  # > 0: NaN input image at this step (tests the NaN stop).
   return c
 
 
