@@ -88,13 +88,18 @@ FAKE_TRAINER = textwrap.dedent(
     case "$arg" in
       --process_id=*) k=${arg#--process_id=} ;;
       --workdir=*) workdir=${arg#--workdir=} ;;
+      --num_processes=*) count=${arg#--num_processes=} ;;
     esac
   done
   save() { sleep "${SAVE_SECONDS:-1}"; echo saved > "$workdir/saved_$k"; exit 0; }
   trap save TERM
   echo "$@"  # Into WORKDIR/logs/process_K.log.
-  echo $$ > "$workdir/started_$k"
-  if [ "$k" = "${FAIL_PROCESS:--1}" ]; then exit 3; fi
+  echo $$ > "$workdir/.started_$k" && mv "$workdir/.started_$k" "$workdir/started_$k"
+  if [ "$k" = "${FAIL_PROCESS:--1}" ]; then
+    # Fail once every process runs (and has its SIGTERM handler), as a crash mid-run would.
+    until [ "$(ls "$workdir" | grep -c '^started_')" -ge "$count" ]; do sleep 0.02; done
+    exit 3
+  fi
   if [ -n "${EXIT_AT_ONCE:-}" ]; then exit 0; fi
   while :; do sleep 0.05; done
   """
@@ -137,13 +142,15 @@ def alive(pid):
 
 @pytest.fixture
 def launched():
-  """Popen objects to end (their whole process group) if a test leaves them running."""
+  """Popen objects whose process group (launcher and trainers) is killed after the test."""
   started = []
   yield started
   for process in started:
-    if process.poll() is None:
+    try:  # Trainers may outlive a launcher that did not wait for them.
       os.killpg(process.pid, signal.SIGKILL)
-      process.wait()
+    except ProcessLookupError:
+      pass
+    process.wait()
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
