@@ -37,6 +37,9 @@ def loss_config() -> ml_collections.ConfigDict:
   loss.adversarial_weight = 0.1  # Weight of G's adversarial loss.
   loss.mismatch_weight = 0.5  # D loss weight of real images with a wrong caption (as fake).
   loss.feature_matching = 0.0  # Weight of L1 feature matching on D features; 0 = off.
+  loss.prior_adversarial_weight = 0.0  # G's adversarial loss on z ~ prior samples (0 = off).
+  loss.kl_free_bits = 0.0  # Nats per z dimension that KL(q || p) does not penalise (0 = off).
+  loss.r1_weight = 0.0  # R1 penalty gamma on D's gradient at real images (0 = off).
   return loss
 
 
@@ -49,6 +52,7 @@ def optim_config() -> ml_collections.ConfigDict:
   optim.warmup_steps = 20  # Linear warm-up from 0 to the peak learning rate.
   optim.schedule = "constant"  # After warm-up: constant | cosine (to 0 at num_train_steps).
   optim.grad_clip = 0.0  # Global-norm gradient clipping per optimizer; 0 = off.
+  optim.ema_decay = 0.0  # Moving average of G's weights for sampling/evaluation; 0 = off.
   return optim
 
 

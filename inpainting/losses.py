@@ -52,6 +52,14 @@ def masked_l1(output: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Arra
   return jnp.sum(error) / jnp.maximum(jnp.sum(mask) * channels, 1.0)
 
 
+def _kl_per_dim(mu_q, log_sigma_q, mu_p, log_sigma_p) -> jax.Array:
+  """KL(N(mu_q, sigma_q) || N(mu_p, sigma_p)) per element (float32)."""
+  mu_q, log_sigma_q, mu_p, log_sigma_p = map(_f32, (mu_q, log_sigma_q, mu_p, log_sigma_p))
+  var_ratio = jnp.exp(2.0 * (log_sigma_q - log_sigma_p))
+  mean_term = jnp.square(mu_q - mu_p) * jnp.exp(-2.0 * log_sigma_p)
+  return 0.5 * (var_ratio + mean_term - 1.0) - (log_sigma_q - log_sigma_p)
+
+
 def gaussian_kl(
   mu_q: jax.Array, log_sigma_q: jax.Array, mu_p: jax.Array, log_sigma_p: jax.Array
 ) -> jax.Array:
@@ -59,11 +67,24 @@ def gaussian_kl(
 
   Summed over the latent dimensions, averaged over the batch.
   """
-  mu_q, log_sigma_q, mu_p, log_sigma_p = map(_f32, (mu_q, log_sigma_q, mu_p, log_sigma_p))
-  var_ratio = jnp.exp(2.0 * (log_sigma_q - log_sigma_p))
-  mean_term = jnp.square(mu_q - mu_p) * jnp.exp(-2.0 * log_sigma_p)
-  per_dim = 0.5 * (var_ratio + mean_term - 1.0) - (log_sigma_q - log_sigma_p)
-  return jnp.mean(jnp.sum(per_dim, axis=-1))
+  return jnp.mean(jnp.sum(_kl_per_dim(mu_q, log_sigma_q, mu_p, log_sigma_p), axis=-1))
+
+
+def gaussian_kl_free_bits(
+  mu_q: jax.Array,
+  log_sigma_q: jax.Array,
+  mu_p: jax.Array,
+  log_sigma_p: jax.Array,
+  free_bits: float,
+) -> jax.Array:
+  """`gaussian_kl` with each dimension's batch-mean KL floored at `free_bits` nats.
+
+  Below the floor a dimension costs nothing more to use, so the encoder is not pushed to
+  make z uninformative (Kingma et al. 2016, "free bits"). 0 gives `gaussian_kl` whenever
+  every dimension's KL is non-negative, which it is.
+  """
+  per_dim = jnp.mean(_kl_per_dim(mu_q, log_sigma_q, mu_p, log_sigma_p), axis=0)
+  return jnp.sum(jnp.maximum(per_dim, free_bits))
 
 
 def standard_normal_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:

@@ -20,7 +20,6 @@ from PIL import Image
 
 from configs import common, smoke
 from configs import l2 as l2_config
-from data_prep import bootstrap
 from inpainting import evaluate, inference, inpaint, run, train
 from inpainting.errors import UserError
 from tests import two_caption_family
@@ -80,20 +79,15 @@ def two_caption_config(data_dir):
   return config
 
 
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory):
-  return bootstrap.resolve_data_dir(smoke.get_config(), str(tmp_path_factory.mktemp("data")))
-
-
-def test_a_family_with_an_extra_batch_field_trains_evaluates_and_samples(tmp_path, smoke_data):
+def test_a_family_with_an_extra_batch_field_trains_evaluates_and_samples(tmp_path, data_dir):
   workdir = str(tmp_path / "two")
-  metrics = train.train_and_evaluate(two_caption_config(smoke_data), workdir)
+  metrics = train.train_and_evaluate(two_caption_config(data_dir), workdir)
   assert np.isfinite(metrics["loss"]) and "eval/psnr_hole" in metrics
   assert os.listdir(os.path.join(workdir, "samples"))
 
   # The sampler reads the extra field: a different second caption changes the samples.
   trained = inference.load_run(workdir)
-  batch = next(evaluate.batches(smoke_data, "validation", trained, "first", 4, 4))
+  batch = next(evaluate.batches(data_dir, "validation", trained, "first", 4, 4))
   assert "tokens2" in batch and (batch["tokens2"] != batch["tokens"]).any()
   first = trained.sample(batch, 1, seed=0)
   swapped = dict(batch, tokens2=batch["tokens2"][::-1], token_mask2=batch["token_mask2"][::-1])
@@ -114,11 +108,11 @@ def test_a_family_with_an_extra_batch_field_trains_evaluates_and_samples(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, smoke_data):
+def smoke_run(tmp_path_factory, data_dir):
   """A 20-step vaegan smoke run with checkpoints at steps 10 and 20."""
   workdir = str(tmp_path_factory.mktemp("run"))
   config = smoke.get_config()
-  config.data.dir = smoke_data
+  config.data.dir = data_dir
   config.eval_every_steps = 100  # Never: this run is only read back.
   config.mesh.num_devices = 1
   train.train_and_evaluate(config, workdir)
@@ -188,10 +182,10 @@ def test_inference_skips_a_corrupt_latest_checkpoint_and_refuses_it_by_name(
     inference.load_run(workdir, step=20)
 
 
-def test_a_changed_model_field_is_refused_in_one_line(tmp_path, smoke_run, smoke_data, repo_root):
+def test_a_changed_model_field_is_refused_in_one_line(tmp_path, smoke_run, data_dir, repo_root):
   workdir = _copy(smoke_run, tmp_path)
   config = smoke.get_config()
-  config.data.dir = smoke_data
+  config.data.dir = data_dir
   config.model.z_dim = 4
   config.num_train_steps = 30  # May change on resume: not named.
   with pytest.raises(UserError, match=r"different config: model\.z_dim \(8 -> 4\);"):

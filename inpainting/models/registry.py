@@ -68,6 +68,11 @@ class Family:
     batch: which batch fields the family reads (inpainting/batching.py).
     visualize: (host batch, host samples) -> uint8 [H, W, 3] picture of the samples.
     progress_metrics: the few metrics shown on the console line (all go to TensorBoard).
+    interpolate: None for a family without a latent; otherwise (bundle, batch, rng,
+      weights [F, K], num_samples K, hp) -> [F, B, ...] completions whose latent noise is
+      `weights` times the K draws that `sample` makes from the same `rng` (row f mixes
+      them for frame f; a row with one 1 gives that sample exactly, unit-norm rows keep a
+      Gaussian latent on its prior). The demo's interpolation slider calls it.
   """
 
   hparams: Callable[[ml_collections.ConfigDict], HParams]
@@ -79,6 +84,9 @@ class Family:
   batch: batching.BatchSpec = batching.DEFAULT_SPEC
   visualize: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] = inpainting_grid
   progress_metrics: tuple[str, ...] = ("loss_g", "loss_d", "l1_hole")
+  interpolate: (
+    Callable[[nnx.Module, Batch, jax.Array, jax.Array, int, HParams], jax.Array] | None
+  ) = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -120,8 +128,14 @@ def hparams_from(cls: type, section: ml_collections.ConfigDict, **values: Any) -
   """A frozen hyper-parameter dataclass `cls` with each field read from `section` (a config
   block) and cast to the field's type; `values` supply fields that live elsewhere."""
   types = typing.get_type_hints(cls)
-  fields = {f.name: types[f.name] for f in dataclasses.fields(cls)}
-  read = {name: kind(section[name]) for name, kind in fields.items() if name not in values}
+  read = {}
+  for field in dataclasses.fields(cls):
+    if field.name in values:
+      continue
+    if field.name in section:
+      read[field.name] = types[field.name](section[field.name])
+    elif field.default is dataclasses.MISSING:  # Runs saved before a knob existed use its default.
+      raise KeyError(f"config has no {field.name!r}")
   return cls(**read, **values)
 
 

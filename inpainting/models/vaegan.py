@@ -7,12 +7,18 @@ Parts (attributes of the bundle, each counted separately by the trainer):
   prior          p(z | border, c)         used at test time; trained through KL(q || p)
   discriminator  ProjectionPatchDiscriminator: projection + matching-aware, spectral norm
   opt_g, opt_d   Adam over (text, generator, posterior, prior) and over the discriminator
+  ema            optional moving average of (text, generator, posterior, prior), used by
+                 sample() and evaluate() (optim.ema_decay > 0)
 
 One train step: a single generator forward (kept for its VJP), then D's update on
 [real | fake | real with a wrong caption], then G's update against the *updated* D:
   L_G = recon_weight * L1_hole_weighted + kl_weight * KL(q || p)
         + cond_kl_weight * KL(N(mu_c, sigma_c) || N(0, I)) + adversarial_weight * L_adv
-        + feature_matching * FM.
+        + feature_matching * FM
+        + prior_adversarial_weight * L_adv(G(border, c, z ~ p))   (Pluralistic's generative
+          path: z from the prior, judged by D only; 0 = off)
+with KL(q || p) optionally floored per dimension (loss.kl_free_bits), and D's loss
+optionally + r1_weight / 2 * E ||grad_x D(real)||^2 (loss.r1_weight).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import optax
 from flax import nnx
 
 from inpainting import losses
-from inpainting.models import gan, layers, registry, strided_conv
+from inpainting.models import ema, gan, layers, registry, strided_conv
 from inpainting.models.discriminator import ProjectionPatchDiscriminator, matching_aware_batch
 from inpainting.models.generator import CaptionUNet
 from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
@@ -47,10 +53,15 @@ class VaeGanHParams:
   adversarial_weight: float
   mismatch_weight: float
   feature_matching: float
+  prior_adversarial_weight: float = 0.0
+  kl_free_bits: float = 0.0
+  r1_weight: float = 0.0
+  ema_decay: float = 0.0
 
 
 def hparams(config: ml_collections.ConfigDict) -> VaeGanHParams:
-  return registry.hparams_from(VaeGanHParams, config.loss)
+  ema_decay = float(config.optim.get("ema_decay", 0.0))
+  return registry.hparams_from(VaeGanHParams, config.loss, ema_decay=ema_decay)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -78,18 +89,28 @@ class VaeGan(nnx.Module):
     tx_d = layers.adam(config.optim, config.optim.d_learning_rate, config.num_train_steps)
     self.opt_g = nnx.Optimizer(self.generator_parts(), tx_g, wrt=nnx.Param)
     self.opt_d = nnx.Optimizer(self.discriminator, tx_d, wrt=nnx.Param)
+    with_ema = config.optim.get("ema_decay", 0.0) > 0
+    self.ema = ema.ParameterAverage(self.generator_parts()) if with_ema else None
 
   def generator_parts(self) -> tuple[nnx.Module, ...]:
     """Everything opt_g trains, in a fixed order."""
     return (self.text, self.generator, self.posterior, self.prior)
+
+  def sampling_parts(self) -> tuple[nnx.Module, ...]:
+    """(text, generator, posterior, prior) for sampling: the moving average if kept."""
+    parts = self.generator_parts()
+    return parts if self.ema is None else self.ema.averaged(parts)
 
 
 def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> VaeGan:
   return VaeGan(config, rngs)
 
 
-def _posterior_forward(parts, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
-  """The training-time generator pass: c ~ N(mu_c, sigma_c), z ~ q, raw image.
+def _posterior_forward(
+  parts, batch: Batch, key: jax.Array, prior_path: bool
+) -> dict[str, jax.Array]:
+  """The training-time generator pass: c ~ N(mu_c, sigma_c), z ~ q, raw image; with
+  `prior_path` also the image from z ~ p (the generative path).
 
   Returns a flat dict of float32 arrays (the VJP's primal output).
   """
@@ -100,7 +121,12 @@ def _posterior_forward(parts, batch: Batch, key: jax.Array) -> dict[str, jax.Arr
   mu_p, log_sigma_p = prior(masked_input(batch), cond.vector)
   z = reparameterize(mu_q, log_sigma_q, key_z)
   raw = generator(masked_input(batch), cond, z)
+  extra = {}
+  if prior_path:
+    z_prior = reparameterize(mu_p, log_sigma_p, jax.random.fold_in(key, 2))
+    extra["raw_prior"] = generator(masked_input(batch), cond, z_prior)
   return {
+    **extra,
     "raw": raw,
     "mu_q": mu_q,
     "log_sigma_q": log_sigma_q,
@@ -113,17 +139,19 @@ def _posterior_forward(parts, batch: Batch, key: jax.Array) -> dict[str, jax.Arr
 
 def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
   """One D update then one G update; mutates the bundle, returns scalar metrics."""
-  weights = hp
-  d_real_loss, d_fake_loss, g_adv_loss = losses.gan_losses(weights.gan_loss)
-  with_mismatch = weights.mismatch_weight > 0
-  use_fm = weights.feature_matching > 0
+  d_real_loss, d_fake_loss, g_adv_loss = losses.gan_losses(hp.gan_loss)
+  with_mismatch = hp.mismatch_weight > 0
+  use_fm = hp.feature_matching > 0
 
   # Generator forward once; its VJP is reused for G's update after D has moved.
   parts = bundle.generator_parts()
   g_graph, g_params, g_rest = nnx.split(parts, nnx.Param, ...)
 
+  prior_path = hp.prior_adversarial_weight > 0
+
   def forward(params):
-    return _posterior_forward(nnx.merge(g_graph, params, g_rest, copy=True), batch, rng)
+    parts = nnx.merge(g_graph, params, g_rest, copy=True)
+    return _posterior_forward(parts, batch, rng, prior_path)
 
   outputs, g_vjp = jax.vjp(forward, g_params)
   fake = jax.lax.stop_gradient(composite(outputs["raw"], batch))
@@ -145,8 +173,10 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
     segments = jnp.split(logits, num_segments, axis=0)
     real, fake_term = d_real_loss(segments[0]), d_fake_loss(segments[1])
     mismatch = d_fake_loss(segments[2]) if with_mismatch else jnp.float32(0)
-    total = real + fake_term + weights.mismatch_weight * mismatch
+    r1 = _r1_penalty(disc, batch) if hp.r1_weight > 0 else jnp.float32(0)
+    total = real + fake_term + hp.mismatch_weight * mismatch + 0.5 * hp.r1_weight * r1
     aux = {
+      "r1": r1,
       "loss_d_real": real,
       "loss_d_fake": fake_term,
       "loss_d_mismatch": mismatch,
@@ -161,36 +191,48 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
 
   def g_loss_fn(outs):
     disc = nnx.merge(d_graph, d_state, copy=True)
-    generated = composite(outs["raw"], batch)
-    images, copies = generated, 1
-    if use_fm:  # Real images in the same pass give the feature-matching targets.
-      images, copies = jnp.concatenate([generated, batch["image"]], axis=0), 2
+    # One D pass over [posterior samples | prior samples | real (feature-matching targets)].
+    images = [composite(outs["raw"], batch)]
+    if prior_path:
+      images.append(composite(outs["raw_prior"], batch))
+    if use_fm:
+      images.append(batch["image"])
+    copies = len(images)
     logits, features = disc(
-      images,
+      jnp.concatenate(images, axis=0),
       jnp.concatenate([batch["mask"]] * copies, axis=0),
       jnp.concatenate([batch["tokens"]] * copies, axis=0),
       jnp.concatenate([batch["token_mask"]] * copies, axis=0),
       False,
     )
     adversarial = g_adv_loss(logits[:batch_size])
+    adversarial_prior = jnp.float32(0)
+    if prior_path:
+      adversarial_prior = g_adv_loss(logits[batch_size : 2 * batch_size])
     fm = jnp.float32(0)
     if use_fm:
       fm = losses.feature_matching(
-        [f[:batch_size] for f in features], [f[batch_size:] for f in features]
+        [f[:batch_size] for f in features], [f[-batch_size:] for f in features]
       )
     recon = losses.hole_weighted_l1(
-      outs["raw"], batch["image"], batch["mask"], weights.hole_weight, weights.valid_weight
+      outs["raw"], batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight
     )
-    kl_z = losses.gaussian_kl(outs["mu_q"], outs["log_sigma_q"], outs["mu_p"], outs["log_sigma_p"])
+    gaussians = (outs["mu_q"], outs["log_sigma_q"], outs["mu_p"], outs["log_sigma_p"])
+    kl_z = losses.gaussian_kl(*gaussians)
+    kl_term = kl_z
+    if hp.kl_free_bits > 0:
+      kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
     kl_cond = losses.standard_normal_kl(outs["mu_c"], outs["log_sigma_c"])
     total = (
-      weights.recon_weight * recon
-      + weights.kl_weight * kl_z
-      + weights.cond_kl_weight * kl_cond
-      + weights.adversarial_weight * adversarial
-      + weights.feature_matching * fm
+      hp.recon_weight * recon
+      + hp.kl_weight * kl_term
+      + hp.cond_kl_weight * kl_cond
+      + hp.adversarial_weight * adversarial
+      + hp.feature_matching * fm
+      + hp.prior_adversarial_weight * adversarial_prior
     )
     aux = {
+      "loss_g_adv_prior": adversarial_prior,
       "loss_recon": recon,
       "kl_z": kl_z,
       "kl_cond": kl_cond,
@@ -202,6 +244,8 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
   (loss_g, g_metrics), output_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outputs)
   (g_grads,) = g_vjp(output_grads)
   bundle.opt_g.update(parts, g_grads)
+  if bundle.ema is not None:
+    bundle.ema.update(parts, bundle.opt_g.step[...], hp.ema_decay)
 
   return {
     "loss_g": loss_g,
@@ -214,9 +258,42 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
   }
 
 
+def _r1_penalty(disc, batch: Batch) -> jax.Array:
+  """E ||d D(real, caption) / d real||^2 (Mescheder et al. 2018), spectral-norm stats frozen."""
+
+  def total_logit(image):
+    h = disc.features(image, batch["mask"], False)[-1]
+    return jnp.sum(disc.score(h, batch["tokens"], batch["token_mask"], False))
+
+  grad = jax.grad(total_logit)(batch["image"])
+  return jnp.mean(jnp.sum(jnp.square(grad.astype(jnp.float32)), axis=(1, 2, 3)))
+
+
 def _tile(x: jax.Array, num_samples: int) -> jax.Array:
   """[B, ...] -> [num_samples * B, ...] (sample-major)."""
   return jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+
+
+def _prior(bundle: VaeGan, batch: Batch):
+  """The sampling parts (the moving average if kept), the caption condition (its mean),
+  the masked input and p(z | border, caption)."""
+  parts = bundle.sampling_parts()
+  text, _, _, prior = parts
+  cond = text(batch["tokens"], batch["token_mask"], None)
+  x = masked_input(batch)
+  mu_p, log_sigma_p = prior(x, cond.vector)
+  return parts, cond, x, mu_p, log_sigma_p
+
+
+def _complete(batch: Batch, prior, eps: jax.Array) -> jax.Array:
+  """Completions for prior noise eps [N, B, z_dim] (z = mu_p + sigma_p * eps)."""
+  (_, generator, _, _), cond, x, mu_p, log_sigma_p = prior
+  num = eps.shape[0]
+  z = (mu_p + jnp.exp(log_sigma_p) * eps).reshape(-1, mu_p.shape[-1])
+  tiled = Condition(*(_tile(field, num) for field in cond))
+  raw = generator(_tile(x, num), tiled, z)
+  raw = raw.reshape(num, *batch["image"].shape)
+  return composite(raw, batch).astype(jnp.float32)
 
 
 def sample(
@@ -230,26 +307,37 @@ def sample(
   Returns:
     float32 [num_samples, B, 64, 64, 3], border copied from the input.
   """
-  cond = bundle.text(batch["tokens"], batch["token_mask"], None)
-  x = masked_input(batch)
-  mu_p, log_sigma_p = bundle.prior(x, cond.vector)
-  eps = jax.random.normal(rng, (num_samples, *mu_p.shape), jnp.float32)
-  z = (mu_p + jnp.exp(log_sigma_p) * eps).reshape(-1, mu_p.shape[-1])
-  tiled = Condition(*(_tile(field, num_samples) for field in cond))
-  raw = bundle.generator(_tile(x, num_samples), tiled, z)
-  raw = raw.reshape(num_samples, *batch["image"].shape)
-  return composite(raw, batch).astype(jnp.float32)
+  prior = _prior(bundle, batch)
+  eps = jax.random.normal(rng, (num_samples, *prior[3].shape), jnp.float32)
+  return _complete(batch, prior, eps)
+
+
+def interpolate(
+  bundle: VaeGan,
+  batch: Batch,
+  rng: jax.Array,
+  weights: jax.Array,
+  num_samples: int,
+  hp: VaeGanHParams,
+) -> jax.Array:
+  """Completions whose prior noise mixes the K draws of `sample` (same rng): [F, B, ...]
+  for weights [F, K] (registry.Family.interpolate)."""
+  prior = _prior(bundle, batch)
+  eps = jax.random.normal(rng, (num_samples, *prior[3].shape), jnp.float32)
+  mixed = jnp.einsum("fk,k...->f...", weights.astype(jnp.float32), eps)
+  return _complete(batch, prior, mixed)
 
 
 def evaluate(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
   """Held-out reconstruction (z ~ q), KL terms, and hole L1 / PSNR of one prior sample."""
   key_q, key_p = jax.random.split(rng)
-  cond = bundle.text(batch["tokens"], batch["token_mask"], None)
+  text, generator, posterior, prior = bundle.sampling_parts()
+  cond = text(batch["tokens"], batch["token_mask"], None)
   x = masked_input(batch)
-  mu_q, log_sigma_q = bundle.posterior(posterior_input(batch), cond.vector)
-  mu_p, log_sigma_p = bundle.prior(x, cond.vector)
-  raw_q = bundle.generator(x, cond, reparameterize(mu_q, log_sigma_q, key_q))
-  raw_p = bundle.generator(x, cond, reparameterize(mu_p, log_sigma_p, key_p))
+  mu_q, log_sigma_q = posterior(posterior_input(batch), cond.vector)
+  mu_p, log_sigma_p = prior(x, cond.vector)
+  raw_q = generator(x, cond, reparameterize(mu_q, log_sigma_q, key_q))
+  raw_p = generator(x, cond, reparameterize(mu_p, log_sigma_p, key_p))
   return {
     "loss_recon": losses.hole_weighted_l1(
       raw_q, batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight
@@ -272,5 +360,6 @@ registry.register(
     evaluate=evaluate,
     check_config=check_config,
     progress_metrics=("loss_g", "loss_d", "l1_hole", "kl_z"),
+    interpolate=interpolate,
   ),
 )
