@@ -32,7 +32,7 @@ import pytest  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> str:
   return REPO_ROOT
 
