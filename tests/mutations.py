@@ -110,8 +110,8 @@ MUTATIONS = (
     "G trained against the discriminator before its update",
     "inpainting/models/gan.py",
     "  optimizer.update(discriminator, grads)\n  aux = {**aux",
-    "  snapshot = nnx.split(discriminator)\n  optimizer.update(discriminator, grads)\n"
-    "  return loss, {**aux, 'grad_norm_d': optax.tree.norm(grads)}, snapshot\n  aux = {**aux",
+    "  before = snapshot(discriminator)\n  optimizer.update(discriminator, grads)\n"
+    "  return loss, {**aux, 'grad_norm_d': optax.tree.norm(grads)}, before\n  aux = {**aux",
     ("tests/test_families.py::test_gan_step_updates_d_then_g_against_the_updated_d",),
   ),
   Mutation(

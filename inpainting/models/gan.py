@@ -33,7 +33,14 @@ def update_discriminator(
   )(discriminator)
   optimizer.update(discriminator, grads)
   aux = {**aux, "grad_norm_d": optax.tree.norm(grads)}
-  return loss, aux, nnx.split(discriminator)
+  return loss, aux, snapshot(discriminator)
+
+
+def snapshot(module: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
+  """(graphdef, state) of `module` as it is now. `nnx.split` alone returns the live
+  variables, which later in-place updates would change; mapping the state rebuilds them."""
+  graphdef, state = nnx.split(module)
+  return graphdef, jax.tree.map(lambda x: x, state)
 
 
 def learning_rates(opt_g: nnx.Optimizer, opt_d: nnx.Optimizer) -> dict[str, jax.Array]:
