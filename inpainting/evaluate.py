@@ -9,7 +9,14 @@ Answers the course's three questions on one split, for the run in W (and, with
   diversity    mean pairwise LPIPS among the K prior samples of one input.
   caption use  every metric with the true caption, another image's caption (shuffled) and
                no caption (empty); the differences with paired-bootstrap 95% intervals; on
-               synthetic scenes, exact compliance of the drawn centre object with the caption.
+               synthetic scenes, exact compliance of the drawn centre object with the caption
+               (and, with shuffled captions, with the caption the model was given); with
+               `--heldout_wording`, again with captions in wordings never used for training
+               (reworded, `inpainting/metrics/wording.py`).
+  synthetic    per input, the number of distinct centre classes among the K samples
+  diversity    (coverage_distinct_k: 1 = collapsed; matters with no caption, when all 120
+               classes fit) and the fraction of samples that are a clean rendering of some
+               class (valid_object_rate); see inpainting/metrics/compliance.py.
 
 Writes W/eval/<split>/metrics.json, report.md with PNG plots, and the same scalars to
 TensorBoard (W/tensorboard, tags evaluate/<split>/...).
@@ -45,11 +52,19 @@ def define_flags() -> None:
     "curve_examples", 128, "Examples per checkpoint for the metric-vs-step curve."
   )
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_bool(
+    "heldout_wording",
+    False,
+    "Synthetic scenes: also evaluate with captions in held-out wordings (condition 'reworded').",
+  )
   flags.mark_flag_as_required("workdir")
 
 
 # Caption conditions compared, and the pipeline's caption mode that gives each.
 CAPTION_CONDITIONS = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
+# With --heldout_wording: each example's own scene captioned with a held-out template
+# (inpainting/metrics/wording.py), read with the pipeline's "first" mode and re-captioned.
+REWORDED = "reworded"
 # Metrics compared across caption modes, with their direction.
 KEY_METRICS = {
   "psnr_hole": True,
@@ -128,18 +143,62 @@ class Scorer:
     out["lpips_best_of_k"] = lpips_values.min(0)
     if len(samples) > 1:
       out["diversity_lpips"] = self._lpips.pairwise_diversity(samples).astype(np.float64)
-    scenes = [json.loads(s) if s else None for s in batch.get("scene", [])]
-    if scenes and all(scenes):
-      out.update(self._compliance(samples[0], scenes, mask))
+    if self._renderer is None:
+      from inpainting.metrics import compliance  # noqa: PLC0415
+
+      self._renderer = compliance.CandidateRenderer()
+    out.update(synthetic_metrics(samples, batch, self._renderer))
     return out
 
-  def _compliance(self, generated, scenes, mask) -> dict[str, np.ndarray]:
-    from inpainting.metrics import compliance  # noqa: PLC0415
 
-    if self._renderer is None:
-      self._renderer = compliance.CandidateRenderer()
-    hits = compliance.correct(generated, scenes, mask, self._renderer)
-    return {f"compliance_{k}": v.astype(np.float64) for k, v in hits.items()}
+def synthetic_metrics(samples: np.ndarray, batch: dict, renderer=None) -> dict[str, np.ndarray]:
+  """Per-image metrics of K samples [K, B, ...] on synthetic scenes; {} for other data.
+
+  `compliance.scene_metrics`: compliance_* (first sample vs the scene's own caption),
+  coverage_distinct_k (K > 1), valid_object_rate and, when the batch says which scene's
+  caption each example was given (`given_scene`, see `given_scenes`), obeys_caption_*.
+  """
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  scenes = [json.loads(s) if s else None for s in batch.get("scene", [])]
+  if not scenes or not all(scenes):
+    return {}
+  given = batch.get("given_scene")
+  given = None if given is None else [json.loads(s) for s in given]
+  return compliance.scene_metrics(samples, scenes, batch["mask"], given, renderer)
+
+
+def given_scenes(batch: dict) -> np.ndarray:
+  """With shuffled captions: the scene JSON of the example whose caption each example got.
+
+  The input pipeline gives example i the caption of example i - 1 of the same batch
+  (`captions[-1:] + captions[:-1]` in input_pipeline._LoadBatch), so that example's scene
+  is taken from the batch. Parsing the caption text instead would have to assume which of
+  the objects it names is the centre one (the generator names it first, held-out wordings
+  need not). Each given caption is checked to name its donor's centre object as "a {size}
+  {colour} {shape}", which every generator caption does, so a pipeline that paired captions
+  otherwise fails here instead of scoring against the wrong scene.
+
+  Raises:
+    ValueError: a caption that does not name the centre object of the scene it came from.
+  """
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  donors = np.roll(np.asarray(batch["scene"]), 1)
+  for i, (caption, donor) in enumerate(zip(batch["caption"], donors)):
+    if donor and not compliance.describes_center(str(caption), json.loads(donor)):
+      raise ValueError(
+        f"shuffled caption {i} ({caption!r}) does not name the centre object of example "
+        f"{(i - 1) % len(donors)}: the pipeline no longer gives example i the caption of i - 1"
+      )
+  return donors
+
+
+def _with_given_scenes(batch_iter):
+  for batch in batch_iter:
+    if all(batch["scene"]):
+      batch = {**batch, "given_scene": given_scenes(batch)}
+    yield batch
 
 
 def evaluate_method(
@@ -182,9 +241,11 @@ def run_evaluation(
   fid: str = "auto",
   curve_examples: int = 128,
   seed: int = 0,
+  heldout_wording: bool = False,
 ) -> dict:
   """Evaluates the run in `workdir` (and `compare` runs) on `data_dir` (default: the run's
-  data); writes and returns the report. Every run tokenises with its own tokenizer."""
+  data); writes and returns the report. Every run tokenises with its own tokenizer.
+  `heldout_wording` adds the caption condition "reworded" (synthetic scenes only)."""
   from inpainting import baselines, inference  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
   from inpainting.metrics import stats  # noqa: PLC0415
@@ -209,16 +270,21 @@ def run_evaluation(
 
   def data(mode: str, limit: int = max_examples, run=main_run):
     try:
-      return batches(data_dir, split, run, CAPTION_CONDITIONS[mode], limit, batch_size)
+      if mode == REWORDED:
+        return _reworded(data_dir, split, run, limit, batch_size, seed)
+      found = batches(data_dir, split, run, CAPTION_CONDITIONS[mode], limit, batch_size)
+      return _with_given_scenes(found) if mode == "shuffled" else found
     except ValueError as error:  # A folder without this split or tokenizer: one line.
       raise UserError(str(error)) from None
+
+  conditions = [*CAPTION_CONDITIONS, *([REWORDED] if heldout_wording else [])]
 
   # --- Models under each caption mode ---
   per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
   fid_scores: dict[str, dict[str, float]] = {}
   for name, run in runs.items():
     per_image[name] = {}
-    for mode in CAPTION_CONDITIONS:
+    for mode in conditions:
       logging.info("evaluating %s with %s captions", name, mode)
       want_features = features if mode == "true" else None
       values, inception = evaluate_method(
@@ -252,7 +318,9 @@ def run_evaluation(
     if "shuffled" not in modes:
       continue
     caption_effect[method] = {}
-    for other in ("shuffled", "empty"):
+    for other in ("shuffled", "empty", REWORDED):
+      if other not in modes:
+        continue
       for metric in KEY_METRICS:
         if metric in modes["true"] and metric in modes[other]:
           interval = stats.paired_bootstrap_ci(
@@ -276,6 +344,7 @@ def run_evaluation(
     "fid_kid": fid_scores,
     "fid_note": "" if features else "FID/KID skipped: run `python -m data_prep.inception_weights`",
     "chance": _chance(per_image),
+    "valid_rms_threshold": _valid_threshold(per_image),
     "metric_vs_step": curve,
     "seconds": time.perf_counter() - started,
   }
@@ -285,6 +354,28 @@ def run_evaluation(
   report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed))
   _tensorboard(workdir, split, report)
   return report
+
+
+def _reworded(data_dir, split, run, limit, batch_size, seed):
+  """The "reworded" condition: held-out captions of each example's own scene."""
+  from inpainting import run as run_layout  # noqa: PLC0415
+  from inpainting.errors import UserError  # noqa: PLC0415
+  from inpainting.metrics import wording  # noqa: PLC0415
+
+  found = wording.batches(
+    data_dir,
+    split,
+    run.config.data,
+    run_layout.tokenizer_path(run.workdir),
+    limit,
+    batch_size,
+    spec=run.family.batch,
+    seed=seed,
+  )
+  try:
+    yield from found
+  except ValueError as error:  # Not synthetic scenes: one line.
+    raise UserError(f"--heldout_wording: {error}") from None
 
 
 def _inception(mode: str):
@@ -324,6 +415,15 @@ def _chance(per_image) -> dict[str, float]:
   from inpainting.metrics import compliance  # noqa: PLC0415
 
   return compliance.chance_levels()
+
+
+def _valid_threshold(per_image) -> float | None:
+  """The RMS distance under which a sample counts as a valid object (synthetic scenes)."""
+  if not any("valid_object_rate" in m.get("true", {}) for m in per_image.values()):
+    return None
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  return compliance.VALID_RMS_THRESHOLD
 
 
 def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
@@ -392,6 +492,7 @@ def main(argv):
       fid=FLAGS.fid,
       curve_examples=FLAGS.curve_examples,
       seed=FLAGS.seed,
+      heldout_wording=FLAGS.heldout_wording,
     )
   except UserError as error:
     print(f"error: {error}", file=sys.stderr)

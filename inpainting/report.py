@@ -24,6 +24,28 @@ TABLE_METRICS = (
   ("compliance_color", "colour ✓"),
   ("compliance_size", "size ✓"),
   ("compliance_all", "all three ✓"),
+  ("obeys_caption_shape", "given shape ✓"),
+  ("obeys_caption_color", "given colour ✓"),
+  ("obeys_caption_size", "given size ✓"),
+  ("obeys_caption_all", "given caption, all three ✓"),
+  ("coverage_distinct_k", "distinct classes in K ↑"),
+  ("valid_object_rate", "valid objects ↑"),
+)
+# The caption conditions, in the order of the report (reworded only with --heldout_wording).
+CONDITIONS = (
+  ("shuffled", "another image's caption"),
+  ("empty", "no caption"),
+  ("reworded", "held-out wording of the true caption"),
+)
+SYNTHETIC_NOTE = (
+  "On synthetic scenes each sample is classified as the nearest of the 120 (shape, colour, "
+  "size) centre objects in any pose of the generator's range. *✓* columns: the first "
+  "sample's class against the scene's own caption; *given … ✓* (shuffled captions): "
+  "against the caption the model was given, another image's; *distinct classes in K*: "
+  "classes among the K samples of one input (1 = collapsed; with no caption a model "
+  "should spread over the 120); *valid objects*: the fraction of samples within RMS "
+  "{threshold} of their nearest candidate, i.e. a clean rendering of some object "
+  "(calibrated on re-posed renders: see inpainting/metrics/compliance.py)."
 )
 
 
@@ -110,11 +132,15 @@ def write(out_dir: str, report: dict, grid) -> str:
   ]
   if report.get("fid_note"):
     lines += [f"_{report['fid_note']}_", ""]
-  for mode, title in (("shuffled", "another image's caption"), ("empty", "no caption")):
-    lines += [f"## With {title} ({mode})", "", *_table(report, mode), ""]
+  for mode, title in CONDITIONS:
+    if any(mode in modes for modes in report["metrics"].values()):
+      lines += [f"## With {title} ({mode})", "", *_table(report, mode), ""]
   if report["chance"]:
     chance = ", ".join(f"{k} {v:.3f}" for k, v in report["chance"].items())
     lines += [f"Compliance chance levels (uniform guessing): {chance}.", ""]
+    threshold = report.get("valid_rms_threshold")
+    if threshold is not None:
+      lines += [SYNTHETIC_NOTE.format(threshold=threshold), ""]
   lines += ["## How much does the caption help?", ""]
   lines += ["| method | difference | mean | 95% CI |", "|---|---|---|---|"]
   for method, values in report["caption_effect"].items():
