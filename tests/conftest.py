@@ -115,12 +115,14 @@ def run_mismatches(
   lr_fraction: float = 0.1,
   nearly_all: float = 0.995,
   incomparable_budget: float = 1e-3,
+  skip_metrics: tuple[str, ...] = ("perf/",),
 ) -> list[str]:
   """Everything that differs between two runs of one config on different topologies.
 
   Returns one line per disagreement; an empty list means the runs trained alike:
-  - metrics: the same TensorBoard tags at the same steps (timings under perf/ excluded),
-    every value of every step within `metric_rtol` / `metric_atol`;
+  - metrics: the same TensorBoard tags at the same steps, every value of every step within
+    `metric_rtol` / `metric_atol` (tags starting with one of `skip_metrics` excluded:
+    timings, and eval/ when only one of the runs evaluated);
   - state: the same final step and tensors; integer tensors (step counts, RNG key) equal;
   - updates, delta = final - `initial` per float tensor (parameters, optimizer moments,
     statistics): |delta_other - delta_reference| <= `update_rtol` x |delta_reference|
@@ -138,7 +140,7 @@ def run_mismatches(
 
   problems = []
   scalars_ref, scalars_other = read_scalars(reference), read_scalars(other)
-  tags = {t for t in scalars_ref.keys() | scalars_other.keys() if not t.startswith("perf/")}
+  tags = {t for t in scalars_ref.keys() | scalars_other.keys() if not t.startswith(skip_metrics)}
   for tag in sorted(tags):
     ref, got = scalars_ref.get(tag, {}), scalars_other.get(tag, {})
     if ref.keys() != got.keys():

@@ -136,8 +136,10 @@ def test_two_processes_resume_after_kill(two_process_run, tmp_path, data_dir, re
   assert finish(launch(repo_root, interrupted, data_dir)) == 0, process_logs(interrupted)
   # It resumed (from scratch would also end bit-identical: training is deterministic),
   # after the kill's checkpoint and before the end. Only process 0 prints progress.
-  (resumed,) = re.findall(r"resumed from step (\d+)", process_logs(interrupted)[0])
-  assert killed_after <= int(resumed) < STEPS
+  log = process_logs(interrupted)[0]
+  resumed = [int(n) for n in re.findall(r"resumed from step (\d+)", log)]
+  assert len(resumed) == 1, log
+  assert killed_after <= resumed[0] < STEPS
 
   step_a, state_a = checkpointing.read_latest_state(os.path.join(two_process_run, "checkpoints"))
   step_b, state_b = checkpointing.read_latest_state(str(checkpoints))
