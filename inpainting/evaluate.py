@@ -262,7 +262,9 @@ def run_evaluation(
   data_dir = os.path.abspath(data_dir) if data_dir else config.data.dir
   if not os.path.isdir(data_dir):
     raise UserError(f"data folder {data_dir} does not exist; prepare it or pass --data_dir")
-  out_dir = os.path.join(workdir, "eval", split)
+  # Another dataset gets its own folder and TensorBoard tags: W/eval/<folder name>-<split>.
+  eval_name = split if data_dir == config.data.dir else f"{os.path.basename(data_dir)}-{split}"
+  out_dir = os.path.join(workdir, "eval", eval_name)
   os.makedirs(out_dir, exist_ok=True)
   scorer = Scorer()
   features = _inception(fid)
@@ -337,6 +339,7 @@ def run_evaluation(
     "checkpoint_step": main_run.step,
     "num_examples": int(len(first_examples)),
     "num_samples": num_samples,
+    "out_dir": out_dir,
     "config": config.to_dict(),
     "runs": {name: {"workdir": run.workdir, "step": run.step} for name, run in runs.items()},
     "metrics": summary,
@@ -352,7 +355,7 @@ def run_evaluation(
   from inpainting import report as report_lib  # noqa: PLC0415
 
   report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed))
-  _tensorboard(workdir, split, report)
+  _tensorboard(workdir, eval_name, report)
   return report
 
 
@@ -456,18 +459,18 @@ def _write_json(path: str, value) -> None:
   os.replace(tmp, path)
 
 
-def _tensorboard(workdir: str, split: str, report: dict) -> None:
+def _tensorboard(workdir: str, name: str, report: dict) -> None:
   from inpainting import logs  # noqa: PLC0415
 
   writer = logs.Writer(workdir)
   scalars = {}
   for method, modes in report["metrics"].items():
     for mode, metrics in modes.items():
-      for name, interval in metrics.items():
-        scalars[f"evaluate/{split}/{method}/{mode}/{name}"] = interval["mean"]
+      for metric, interval in metrics.items():
+        scalars[f"evaluate/{name}/{method}/{mode}/{metric}"] = interval["mean"]
   for method, values in report["fid_kid"].items():
-    for name, value in values.items():
-      scalars[f"evaluate/{split}/{method}/{name}"] = value
+    for metric, value in values.items():
+      scalars[f"evaluate/{name}/{method}/{metric}"] = value
   writer.scalars(report["checkpoint_step"], scalars)
   writer.close()
 
@@ -497,8 +500,7 @@ def main(argv):
   except UserError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  out_dir = os.path.join(report["workdir"], "eval", report["split"])
-  print(f"wrote {out_dir}/metrics.json and {out_dir}/report.md")
+  print(f"wrote {report['out_dir']}/metrics.json and {report['out_dir']}/report.md")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,8 @@ def test_fid_and_kid(evaluation, inception_npz, smoke_run):
   assert logged["evaluate/validation/vaegan/fid"][6] == pytest.approx(scores["vaegan"]["fid"])
 
 
-def test_evaluate_on_another_prepared_folder(smoke_run, tmp_path):
+def test_evaluate_on_another_prepared_folder(smoke_run, evaluation, tmp_path):
+  del evaluation  # The run's own evaluation exists: the other folder must not replace it.
   other = str(tmp_path / "other")
   data_prep_core.prepare(
     "synthetic", "", other, num_train=16, num_validation=16, vocab_size=64, seed=7
@@ -222,11 +223,15 @@ def test_evaluate_on_another_prepared_folder(smoke_run, tmp_path):
     fid="off",
     curve_examples=NUM_EXAMPLES,
   )
-  with open(os.path.join(smoke_run, "eval", "validation", "metrics.json"), encoding="utf-8") as f:
+  # Its own folder: the run's evaluation on its own data is not overwritten.
+  assert report["out_dir"] == os.path.join(smoke_run, "eval", "other-validation")
+  with open(os.path.join(report["out_dir"], "metrics.json"), encoding="utf-8") as f:
     saved = json.load(f)
   assert saved["data_dir"] == report["data_dir"] == os.path.abspath(other)
   assert saved["num_examples"] == 16  # The other folder's split, not the run's 64.
   assert saved["chance"]  # Synthetic scenes: compliance was scored.
+  with open(os.path.join(smoke_run, "eval", "validation", "metrics.json"), encoding="utf-8") as f:
+    assert json.load(f)["data_dir"] != os.path.abspath(other)
 
 
 # --- inpaint ---------------------------------------------------------------------------------
