@@ -98,6 +98,7 @@ def main(argv):
   logs.quiet_libraries()
   initialize_distributed()
   try:
+    train.check_config(FLAGS.config)  # Config mistakes first, before preparing any data.
     # First use: no data.dir means synthetic scenes, prepared into WORKDIR/data once.
     config = with_default_data(FLAGS.config, FLAGS.workdir)
     train.train_and_evaluate(config, FLAGS.workdir)

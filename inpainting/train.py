@@ -151,6 +151,17 @@ def light_evaluation(config, mesh, family, state, validation, eval_fn, sample_fn
   return scalars
 
 
+def check_config(config: ml_collections.ConfigDict) -> registry.Family:
+  """The family's own checks and the data knobs the trainer reads, as one-line UserErrors
+  before any work; returns the family."""
+  family, _ = registry.for_config(config)
+  try:
+    masks.parse(config.data.mask)
+  except ValueError as error:
+    raise UserError(str(error)) from None
+  return family
+
+
 # --- The loop --------------------------------------------------------------------------------
 
 
@@ -163,12 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  # Config mistakes -> one-line errors before any work.
-  family, _ = registry.for_config(config)
-  try:
-    masks.parse(config.data.mask)
-  except ValueError as error:
-    raise UserError(str(error)) from None
+  family = check_config(config)
   if not config.data.dir or not os.path.isfile(
     os.path.join(config.data.dir, records.METADATA_FILE)
   ):

@@ -236,3 +236,25 @@ def test_learning_rate_metric_is_the_rate_of_the_step_just_taken():
     state, rate = step(state, make_batch())
     rates.append(float(rate))
   np.testing.assert_allclose(rates, [0.0, 0.5e-4, 1e-4], rtol=1e-6, atol=1e-12)
+
+
+def test_a_bad_config_fails_before_any_data_is_prepared(tmp_path, repo_root):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "inpainting.main",
+      "--config=configs/smoke.py",
+      f"--workdir={workdir}",
+      "--config.model.dtype=float8",
+    ],
+    cwd=repo_root,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: model.dtype")
+  assert not (workdir / "data").exists()
