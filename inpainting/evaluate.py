@@ -96,13 +96,7 @@ def batches(data_dir: str, split: str, run, caption_mode: str, limit: int, batch
     spec=run.family.batch,
     tokenizer_path=run_layout.tokenizer_path(run.workdir),
   )
-  seen = 0
-  for batch in ds:
-    if seen >= limit:
-      return
-    take = min(len(batch["image"]), limit - seen)
-    seen += take
-    yield {k: v[:take] for k, v in batch.items()}
+  yield from input_pipeline.first_examples(ds, limit)
 
 
 # --- Per-image metrics -----------------------------------------------------------------------

@@ -421,6 +421,18 @@ def create_dataset(
   return it_ds
 
 
+def first_examples(dataset, limit: int):
+  """The batches of a one-pass (eval) dataset up to its first `limit` examples; the last
+  batch is cut to fit."""
+  seen = 0
+  for batch in dataset:
+    if seen >= limit:
+      return
+    take = min(len(batch["image"]), limit - seen)
+    seen += take
+    yield {k: v[:take] for k, v in batch.items()}
+
+
 def make_train_iterator(
   data_dir: str,
   data_config: ml_collections.ConfigDict,

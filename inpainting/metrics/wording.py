@@ -179,11 +179,5 @@ def batches(
     tokenizer_path=tokenizer_path,
   )
   tokenizer = Tokenizer(tokenizer_path)
-  seen = 0
-  for batch in dataset:
-    if seen >= limit:
-      return
-    take = min(len(batch["image"]), limit - seen)
-    seen += take
-    batch = {k: v[:take] for k, v in batch.items()}
+  for batch in input_pipeline.first_examples(dataset, limit):
     yield reword_batch(batch, tokenizer, data_config.max_caption_length, seed, templates)
