@@ -1,7 +1,8 @@
 """The converter shared by every source: decode, validate, skip, write, report progress.
 
 A source (a module in `data_prep/sources/`) only lists candidate items per split: an id,
-its captions and an image path (or, for synthetic scenes, a scene index). Everything that
+its captions and an image path (or, for synthetic scenes, a scene index; or, for drawings,
+a function that renders the pixels). Everything that
 can go wrong with an item is handled here the same way for all sources: the item is
 skipped, counted by reason in metadata.json and listed in skipped.txt, and the run goes on.
 
@@ -23,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,7 +36,7 @@ from data_prep import tfds_export
 from inpainting import images, records, scenes, tokenizer
 from inpainting.errors import UserError
 
-SOURCES = ("ift6266", "coco", "flickr", "synthetic")
+SOURCES = ("ift6266", "coco", "flickr", "synthetic", "quickdraw", "sketchrnn")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RECORDS_PER_SHARD = 10_000  # Shard size when --num_shards is 0 (about 120 MB of pixels).
 MIN_POOL_ITEMS = 2_000  # Fewer items than this are converted in-process (no pool start-up).
@@ -52,6 +53,8 @@ INVALID_UTF8 = "invalid_utf8"
 EMPTY_CAPTION = "empty_caption"
 DUPLICATE_ID = "duplicate_id"
 MALFORMED_ROW = "malformed_row"
+EMPTY_DRAWING = "empty_drawing"
+OUT_OF_RANGE = "out_of_range"
 REASONS = (
   GRAYSCALE,
   CORRUPT_IMAGE,
@@ -62,6 +65,8 @@ REASONS = (
   DUPLICATE_ID,
   MALFORMED_ROW,
   images.TOO_LARGE,
+  EMPTY_DRAWING,
+  OUT_OF_RANGE,
 )
 
 
@@ -85,6 +90,9 @@ class Options:
   workers: int = 0  # Decoding processes; 0 = the CPU count for large inputs, else 1.
   overwrite: bool = False  # Replace an existing output folder (once the new one is whole).
   progress: bool = True  # The progress line on stderr.
+  classes: str = ""  # Drawings only: comma-separated class words to keep; "" = all.
+  line_width: float = 1.5  # Drawings only: stroke width in output pixels.
+  augment: int = 0  # Drawings only: extra stroke-augmented copies of each train drawing.
 
   def validate(self) -> None:
     if self.grayscale not in ("skip", "convert"):
@@ -92,7 +100,9 @@ class Options:
     for name in ("vocab_size", "num_train", "num_validation"):
       if getattr(self, name) < 1:
         raise PrepareError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("num_shards", "workers"):
+    if not 0 < self.line_width <= 16:
+      raise PrepareError(f"--line_width must be in (0, 16], got {self.line_width}")
+    for name in ("num_shards", "workers", "augment"):
       if getattr(self, name) < 0:
         raise PrepareError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
@@ -103,7 +113,11 @@ class Item(NamedTuple):
   id: str
   captions: tuple[str, ...] = ()
   path: str = ""  # Image file to decode ...
-  index: int = -1  # ... or the synthetic scene index (captions come from the generator).
+  index: int = -1  # ... or the synthetic scene index (captions come from the generator) ...
+  # ... or a picklable function () -> uint8 [64, 64, 3] (a functools.partial of a module-level
+  # function, as it runs in worker processes); it may raise images.ImageError to skip.
+  render: Callable[[], np.ndarray] | None = None
+  label: str | None = None  # The record's class word (records.Example.label), if any.
 
 
 class Skips:
@@ -241,7 +255,13 @@ class _Outcome(NamedTuple):
 
 
 def _convert(item: Item, seed: int, grayscale: str) -> _Outcome:
-  if item.path:
+  if item.render is not None:
+    try:
+      image = item.render()
+    except images.ImageError as skipped:
+      return _Outcome(None, (), skipped.reason, str(skipped))
+    example = records.Example(item.id, image, list(item.captions), label=item.label)
+  elif item.path:
     try:
       image = load_image(item.path, grayscale)
     except images.ImageError as skipped:
@@ -467,10 +487,11 @@ def prepare(source: str, input_dir: str, output_dir: str, **options: Any) -> dic
 
   Args:
     source: one of SOURCES.
-    input_dir: the source's folder ("" for synthetic scenes).
+    input_dir: the source's folder ("" for synthetic scenes; a file for sources whose
+      module sets INPUT_IS_FILE, e.g. sketchrnn's .npz).
     output_dir: the dataset folder to create; must not exist unless overwrite=True.
     **options: fields of `Options` (vocab_size, grayscale, num_shards, seed, num_train,
-      num_validation, workers, overwrite, progress).
+      num_validation, workers, overwrite, progress, classes, line_width, augment).
 
   Returns:
     The metadata written to metadata.json.
@@ -493,12 +514,15 @@ def prepare(source: str, input_dir: str, output_dir: str, **options: Any) -> dic
     raise PrepareError(
       f"output folder already exists: {output_dir} (pass --overwrite to replace it)"
     )
+  module = importlib.import_module(f"data_prep.sources.{source}")
   if source != "synthetic":
     if not input_dir:
       raise PrepareError(f"--input is required for source {source}")
-    input_dir = require_dir(os.path.abspath(os.path.expanduser(input_dir)))
+    input_dir = os.path.abspath(os.path.expanduser(input_dir))
+    input_dir = (require_file if getattr(module, "INPUT_IS_FILE", False) else require_dir)(
+      input_dir
+    )
 
-  module = importlib.import_module(f"data_prep.sources.{source}")
   skips = Skips()
   items = module.collect(input_dir, opts, skips)
   if not any(items.get(split) for split in records.SPLITS):

@@ -1,8 +1,9 @@
 """Offline converter: a captioned image source -> ArrayRecord shards + tokenizer.
 
-    python -m data_prep.prepare --source=ift6266|coco|flickr|synthetic --input=DIR
-        --output_dir=DIR [--vocab_size=512] [--grayscale=skip|convert] [--num_shards=0]
-        [--seed=0] [--num_train=20000 --num_validation=2000] [--workers=0] [--overwrite]
+    python -m data_prep.prepare --source=ift6266|coco|flickr|synthetic|quickdraw|sketchrnn
+        --input=DIR --output_dir=DIR [--vocab_size=512] [--grayscale=skip|convert]
+        [--num_shards=0] [--seed=0] [--num_train=20000 --num_validation=2000] [--workers=0]
+        [--classes=cat,sheep --line_width=1.5 --augment=0] [--overwrite]
 
 The output layout is described in inpainting/records.py. User errors (unknown source,
 missing input, no usable image, existing output) print one line and exit with code 2.
@@ -36,6 +37,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_train", 20_000, "Synthetic only: train scenes.")
   flags.DEFINE_integer("num_validation", 2_000, "Synthetic only: validation scenes.")
   flags.DEFINE_integer("workers", 0, "Decoding processes; 0 = all CPUs for large inputs.")
+  flags.DEFINE_list("classes", [], "Drawings: class words to keep (default: all).")
+  flags.DEFINE_float("line_width", 1.5, "Drawings: stroke width in output pixels.")
+  flags.DEFINE_integer("augment", 0, "Drawings: stroke-augmented copies of each train drawing.")
   flags.DEFINE_bool(
     "overwrite", False, "Replace an existing output folder once the new one is complete."
   )
@@ -72,6 +76,9 @@ def main(argv: list[str]) -> None:
       num_validation=FLAGS.num_validation,
       workers=FLAGS.workers,
       overwrite=FLAGS.overwrite,
+      classes=",".join(FLAGS.classes),
+      line_width=FLAGS.line_width,
+      augment=FLAGS.augment,
     )
   except PrepareError as error:
     _fail(str(error))

@@ -12,7 +12,8 @@ A prepared dataset is a folder:
 Each ArrayRecord entry is one image: a serialised `tf.train.Example` (format version 2)
 whose features are all bytes lists, written by `encode` in this order:
 
-    _header   one value: UTF-8 JSON {"id", "captions", and "scene" for synthetic scenes}
+    _header   one value: UTF-8 JSON {"id", "captions", and "scene" for synthetic scenes,
+              "label" for drawings: the class word}
     captions  the captions, UTF-8, one value each
     id        UTF-8
     scene     synthetic scenes: JSON, the renderer's full description (background and every
@@ -38,6 +39,11 @@ result. Pixels are stored raw rather than as JPEG/PNG for speed too: no image de
 Format version 1 records (b"IPR1" | uint32 LE header length | JSON header with id,
 captions, height, width, scene | raw pixels) are still read by `decode`, but folders of
 that version have no TFDS metadata; prepare them again to read them with TFDS.
+
+`label` (optional, e.g. the class word of a QuickDraw drawing) lives only in `_header`:
+records without it (every folder written before it existed, photos, scenes) read with
+label None, and the TFDS features are unchanged (TFDS readers get the class word from
+the captions, which name it).
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class Example:
   image: np.ndarray  # uint8 [64, 64, 3]
   captions: list[str]
   scene: dict[str, Any] | None = None  # synthetic scenes only
+  label: str | None = None  # class word of a drawing (sketch sources); in `_header` only
 
 
 # --- protobuf wire format (only what a bytes-only tf.train.Example needs) -------------------
@@ -140,6 +147,8 @@ def encode(example: Example) -> bytes:
   if example.scene is not None:
     header["scene"] = example.scene
     scene = json.dumps(example.scene, ensure_ascii=False, separators=(",", ":"))
+  if example.label is not None:
+    header["label"] = example.label
   header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
   return _field(
     _entry(_HEADER, [header_json.encode("utf-8")])
@@ -187,6 +196,7 @@ def _decode_ours(buf: bytes) -> Example:
     image=image.reshape(IMAGE_SHAPE),
     captions=header["captions"],
     scene=header.get("scene"),
+    label=header.get("label"),
   )
 
 
@@ -227,6 +237,7 @@ def _decode_v1(record: bytes) -> Example:
     image=image.reshape(height, width, 3),
     captions=header["captions"],
     scene=header.get("scene"),
+    label=header.get("label"),
   )
 
 

@@ -73,6 +73,17 @@ class Family:
       `weights` times the K draws that `sample` makes from the same `rng` (row f mixes
       them for frame f; a row with one 1 gives that sample exactly, unit-norm rows keep a
       Gaussian latent on its prior). The demo's interpolation slider calls it.
+
+  The optional latent tools of `inpainting.explore` (None where a family has no latent z):
+    encode_posterior: (bundle, batch, rng, hp) -> float32 [B, z_dim], the mean of the
+      posterior q(z | image, mask, caption) with the batch's image read as given, the hole
+      included: a partly drawn picture re-encoded under another caption (z-switching).
+    complete_from_z: (bundle, batch, rng, z [N, B, z_dim], hp) -> [N, B, ...] completions
+      from these latents (not prior noise) under the batch's caption.
+    interpolate_caption: (bundle, batch, rng, weights [F], hp) -> [F, B, ...] completions
+      whose caption condition moves from the batch's caption (weight 0) to a second one in
+      `tokens_b` / `token_mask_b` (weight 1), with one prior noise draw held fixed (the
+      first draw `sample` makes from the same rng, so weight 0 gives sample 1 exactly).
   """
 
   hparams: Callable[[ml_collections.ConfigDict], HParams]
@@ -86,6 +97,13 @@ class Family:
   progress_metrics: tuple[str, ...] = ("loss_g", "loss_d", "l1_hole")
   interpolate: (
     Callable[[nnx.Module, Batch, jax.Array, jax.Array, int, HParams], jax.Array] | None
+  ) = None
+  encode_posterior: Callable[[nnx.Module, Batch, jax.Array, HParams], jax.Array] | None = None
+  complete_from_z: (
+    Callable[[nnx.Module, Batch, jax.Array, jax.Array, HParams], jax.Array] | None
+  ) = None
+  interpolate_caption: (
+    Callable[[nnx.Module, Batch, jax.Array, jax.Array, HParams], jax.Array] | None
   ) = None
 
 

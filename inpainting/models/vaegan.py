@@ -287,11 +287,15 @@ def _prior(bundle: VaeGan, batch: Batch):
 
 def _complete(batch: Batch, prior, eps: jax.Array) -> jax.Array:
   """Completions for prior noise eps [N, B, z_dim] (z = mu_p + sigma_p * eps)."""
-  (_, generator, _, _), cond, x, mu_p, log_sigma_p = prior
-  num = eps.shape[0]
-  z = (mu_p + jnp.exp(log_sigma_p) * eps).reshape(-1, mu_p.shape[-1])
+  parts, cond, x, mu_p, log_sigma_p = prior
+  return _generate(batch, parts, cond, x, mu_p + jnp.exp(log_sigma_p) * eps)
+
+
+def _generate(batch: Batch, parts, cond: Condition, x: jax.Array, z: jax.Array) -> jax.Array:
+  """Completions for latents z [N, B, z_dim] under the condition of each example."""
+  num = z.shape[0]
   tiled = Condition(*(_tile(field, num) for field in cond))
-  raw = generator(_tile(x, num), tiled, z)
+  raw = parts[1](_tile(x, num), tiled, z.reshape(-1, z.shape[-1]))
   raw = raw.reshape(num, *batch["image"].shape)
   return composite(raw, batch).astype(jnp.float32)
 
@@ -328,6 +332,68 @@ def interpolate(
   return _complete(batch, prior, mixed)
 
 
+def encode_posterior(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> jax.Array:
+  """The posterior mean of q(z | batch image as given, mask, caption): [B, z_dim]
+  (registry.Family.encode_posterior)."""
+  text, _, posterior, _ = bundle.sampling_parts()
+  cond = text(batch["tokens"], batch["token_mask"], None)
+  mu_q, _ = posterior(posterior_input(batch), cond.vector)
+  return mu_q
+
+
+def complete_from_z(
+  bundle: VaeGan, batch: Batch, rng: jax.Array, z: jax.Array, hp: VaeGanHParams
+) -> jax.Array:
+  """Completions from latents z [N, B, z_dim] under the batch's caption (its mean
+  condition): [N, B, 64, 64, 3] (registry.Family.complete_from_z)."""
+  parts = bundle.sampling_parts()
+  cond = parts[0](batch["tokens"], batch["token_mask"], None)
+  return _generate(batch, parts, cond, masked_input(batch), z.astype(jnp.float32))
+
+
+def _mix_conditions(a: Condition, b: Condition, weights: jax.Array) -> Condition:
+  """[F] weights -> the conditions (1 - w) a + w b, each field [F * B, ...] (frame-major).
+
+  The word features mix position by position; the word mask is a's at w = 0, b's at w = 1
+  and their union in between (the same when both captions have as many tokens)."""
+
+  def mix(x, y):
+    w = weights.reshape(-1, *([1] * x.ndim)).astype(x.dtype)
+    return ((1 - w) * x[None] + w * y[None]).reshape(-1, *x.shape[1:])
+
+  w = weights.reshape(-1, 1, 1)
+  mask = jnp.where(
+    w == 0, a.word_mask[None], jnp.where(w == 1, b.word_mask[None], a.word_mask | b.word_mask)
+  )
+  return Condition(
+    vector=mix(a.vector, b.vector),
+    words=mix(a.words, b.words),
+    word_mask=mask.reshape(-1, a.word_mask.shape[-1]),
+    mu=mix(a.mu, b.mu),
+    log_sigma=mix(a.log_sigma, b.log_sigma),
+  )
+
+
+def interpolate_caption(
+  bundle: VaeGan, batch: Batch, rng: jax.Array, weights: jax.Array, hp: VaeGanHParams
+) -> jax.Array:
+  """Completions whose caption condition moves from `tokens` (w = 0) to `tokens_b` (w = 1),
+  z = mu_p + sigma_p * eps with one fixed eps (that of `sample` with K = 1): [F, B, ...]
+  (registry.Family.interpolate_caption)."""
+  text, generator, _, prior = bundle.sampling_parts()
+  cond_a = text(batch["tokens"], batch["token_mask"], None)
+  cond_b = text(batch["tokens_b"], batch["token_mask_b"], None)
+  x = masked_input(batch)
+  num = weights.shape[0]
+  eps = jax.random.normal(rng, (1, x.shape[0], generator.z_dim), jnp.float32)
+  cond = _mix_conditions(cond_a, cond_b, weights)
+  x_tiled = _tile(x, num)
+  mu_p, log_sigma_p = prior(x_tiled, cond.vector)
+  z = mu_p + jnp.exp(log_sigma_p) * _tile(eps[0], num)
+  raw = generator(x_tiled, cond, z).reshape(num, *batch["image"].shape)
+  return composite(raw, batch).astype(jnp.float32)
+
+
 def evaluate(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
   """Held-out reconstruction (z ~ q), KL terms, and hole L1 / PSNR of one prior sample."""
   key_q, key_p = jax.random.split(rng)
@@ -361,5 +427,8 @@ registry.register(
     check_config=check_config,
     progress_metrics=("loss_g", "loss_d", "l1_hole", "kl_z"),
     interpolate=interpolate,
+    encode_posterior=encode_posterior,
+    complete_from_z=complete_from_z,
+    interpolate_caption=interpolate_caption,
   ),
 )
