@@ -27,7 +27,7 @@ AUGMENT=${AUGMENT:-4}                  # stroke-augmented copies of each train d
 TRAIN_MINUTES=${TRAIN_MINUTES:-14}     # wall-clock cap per sketch variant
 SKETCH_STEPS=${SKETCH_STEPS:-}         # "" = the config's num_train_steps
 VARIANT=${VARIANT:-}                   # ",runlocal" for a tiny model
-CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-1000}
+CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-2000}
 NUM=${NUM:-5}                          # held-out drawings per class for switch/interpolate
 SAMPLES=${SAMPLES:-64}                 # unconditional samples scored
 SYNTHETIC_WORKDIR=${SYNTHETIC_WORKDIR:-}

@@ -1,7 +1,7 @@
 """A small sketch classifier: the measurement that replaces judging drawings by eye.
 
     python -m inpainting.metrics.sketch_classifier --data_dir=D --out=classifier.npz
-        [--steps=1000] [--batch_size=64] [--seed=0]
+        [--steps=2000] [--batch_size=64] [--seed=0]
 
 trains on the train split of a prepared folder of labelled drawings (the quickdraw or
 sketchrnn sources store each record's class word as its `label`), with augmentation
@@ -22,7 +22,7 @@ probability >= 0.5, so a model that draws nothing would have scored 100 % recogn
 The network: grey ink (1 - mean RGB) / 2, folded by space-to-depth to 32x32x4 -> 3x3
 convs with GroupNorm + ReLU, stride 2 down to 4x4 -> global mean -> a dense layer per
 class. About 0.1 M parameters; on the shared 2-core CPU a step of batch 64 takes about
-70 ms, so the default 1000 steps take 1 to 2 minutes.
+70 ms, so the default 2000 steps take about 3 minutes.
 
 Storage: one `.npz` file with every parameter under "param/<path>" and the metadata (class
 words, widths, training settings, validation figures) as UTF-8 JSON in "meta". Read back
@@ -239,7 +239,7 @@ def scores(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dic
 def train(
   data_dir: str,
   *,
-  steps: int = 1000,
+  steps: int = 2000,
   batch_size: int = 64,
   learning_rate: float = 2e-3,
   weight_decay: float = 1e-4,
@@ -419,7 +419,7 @@ if __name__ == "__main__":
 
   flags.DEFINE_string("data_dir", None, "A prepared folder of labelled drawings.")
   flags.DEFINE_string("out", None, "The classifier file to write (.npz).")
-  flags.DEFINE_integer("steps", 1000, "Training steps.")
+  flags.DEFINE_integer("steps", 2000, "Training steps.")
   flags.DEFINE_integer("batch_size", 64, "Drawings per step.")
   flags.DEFINE_integer("seed", 0, "Parameters, batch order and augmentation.")
   flags.mark_flags_as_required(["data_dir", "out"])
