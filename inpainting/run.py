@@ -85,6 +85,9 @@ def differing_fields(saved: ml_collections.ConfigDict, new: ml_collections.Confi
   """Fields (dotted) whose values differ and may not change on resume."""
   a, b = _flat(saved), _flat(new)
   changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+  # A knob added after the run was written is accepted at its off value (0, False, ""),
+  # which is how the code reads a config that lacks it.
+  changed = [k for k in changed if k in a or b[k] not in (0, 0.0, False, "", None)]
   return [k for k in changed if not any(k == f or k.startswith(f) for f in RESUMABLE_FIELDS)]
 
 

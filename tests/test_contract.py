@@ -258,3 +258,12 @@ def test_a_bad_config_fails_before_any_data_is_prepared(tmp_path, repo_root):
   assert result.returncode == 2, result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: model.dtype")
   assert not (workdir / "data").exists()
+
+
+def test_a_knob_added_after_the_run_is_accepted_only_at_its_off_value():
+  saved = smoke.get_config()
+  del saved.loss.r1_weight  # A run written before the knob existed.
+  same = smoke.get_config()
+  assert run.differing_fields(saved, same) == []
+  same.loss.r1_weight = 1.0
+  assert run.differing_fields(saved, same) == ["loss.r1_weight"]
