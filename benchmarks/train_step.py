@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from inpainting import sharding, train
+from inpainting import run, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Model config.", lock_config=False)
@@ -61,7 +61,7 @@ def random_batch(batch_size: int, length: int, vocab_size: int, mesh) -> dict[st
     "tokens": tokens,
     "token_mask": np.ones_like(tokens, bool),
   }
-  return sharding.global_batch(local, mesh)
+  return sharding.global_batch(local, mesh, tuple(local))
 
 
 def numpy_matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -130,7 +130,7 @@ def model_flops(config, compiled: CompiledStep) -> float:
     return max(compiled.compiled_flops, compiled.lowered_flops)
   reference = config.copy_and_resolve_references()
   reference.model.conv_impl = "xla"
-  graphdef, _ = train.abstract_bundle(reference)  # Same state layout; only the maths differs.
+  graphdef, _ = run.abstract_bundle(reference)  # Same state layout; only the maths differs.
   state, batch = jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (compiled.state, compiled.batch)
   )
