@@ -1,7 +1,7 @@
 """The same pix2pix step in PyTorch, as the outside reference for `configs/pix2pix.py`.
 
   pip install torch  # CPU wheel; not a dependency of the project
-  python benchmarks/pix2pix_torch.py [--batch=64] [--steps=10] [--threads=0]
+  python benchmarks/pix2pix_torch.py [--batch=64] [--steps=10] [--threads=0] [--device=cpu|cuda]
 
 Same model (29,245,059 + 2,769,729 parameters, checked below), same step (G forward, D
 update on the composited fake and the real image, G update with BCE + 100 x L1), random
@@ -82,7 +82,11 @@ def main():
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
+  parser.add_argument("--device", default="cpu", help="cpu | cuda (the same GPU as JAX's)")
   args = parser.parse_args()
+  if args.device == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("error: --device=cuda but this PyTorch sees no CUDA GPU")
+  device = torch.device(args.device)
   if args.threads:
     torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -90,12 +94,13 @@ def main():
   params = {"generator": count(net_g), "discriminator": count(net_d)}
   if params != {"generator": 29_245_059, "discriminator": 2_769_729}:
     raise SystemExit(f"error: parameter counts {params} differ from the reference")
+  net_g, net_d = net_g.to(device), net_d.to(device)
   opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
   opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
   bce, l1 = nn.BCEWithLogitsLoss(), nn.L1Loss()
 
-  image = torch.rand(args.batch, 3, 64, 64) * 2 - 1
-  mask = torch.zeros(args.batch, 1, 64, 64)
+  image = torch.rand(args.batch, 3, 64, 64, device=device) * 2 - 1
+  mask = torch.zeros(args.batch, 1, 64, 64, device=device)
   mask[:, :, 16:48, 16:48] = 1
   condition = torch.cat([image * (1 - mask), mask], 1)
 
@@ -120,11 +125,14 @@ def main():
   for i in range(args.warmup + args.steps):
     start = time.perf_counter()
     step()
+    if device.type == "cuda":
+      torch.cuda.synchronize()
     if i >= args.warmup:
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
   result = {
     "framework": f"torch {torch.__version__}",
+    "device": args.device,
     "threads": torch.get_num_threads(),
     "batch": args.batch,
     "params": params,

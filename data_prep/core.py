@@ -2,7 +2,8 @@
 
 A source (a module in `data_prep/sources/`) only lists candidate items per split: an id,
 its captions and an image path (or, for synthetic scenes, a scene index; or, for drawings,
-a function that renders the pixels). Everything that
+a function that renders the pixels), and a dialogue where the source has one (VisDial;
+synthetic scenes get theirs, and a context caption, from the generator). Everything that
 can go wrong with an item is handled here the same way for all sources: the item is
 skipped, counted by reason in metadata.json and listed in skipped.txt, and the run goes on.
 
@@ -36,7 +37,7 @@ from data_prep import tfds_export
 from inpainting import images, records, scenes, tokenizer
 from inpainting.errors import UserError
 
-SOURCES = ("ift6266", "coco", "flickr", "synthetic", "quickdraw", "sketchrnn")
+SOURCES = ("ift6266", "coco", "flickr", "synthetic", "quickdraw", "sketchrnn", "visdial")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RECORDS_PER_SHARD = 10_000  # Shard size when --num_shards is 0 (about 120 MB of pixels).
 MIN_POOL_ITEMS = 2_000  # Fewer items than this are converted in-process (no pool start-up).
@@ -81,7 +82,7 @@ class PrepareError(UserError):
 class Options:
   """Converter options (the CLI flags), validated by `validate`."""
 
-  vocab_size: int = 512  # SentencePiece vocabulary, trained on the train captions.
+  vocab_size: int = 512  # SentencePiece vocabulary, trained on the train split's text.
   grayscale: str = "skip"  # skip | convert (to RGB).
   num_shards: int = 0  # Shards per split; 0 = one per RECORDS_PER_SHARD items.
   seed: int = 0  # Split hashing (flickr) and the scene stream (synthetic).
@@ -118,6 +119,9 @@ class Item(NamedTuple):
   # function, as it runs in worker processes); it may raise images.ImageError to skip.
   render: Callable[[], np.ndarray] | None = None
   label: str | None = None  # The record's class word (records.Example.label), if any.
+  # Turns {"question", "answer", "reveals"} (records.Example.dialogue); synthetic scenes'
+  # come from the generator.
+  dialogue: tuple[dict[str, str], ...] = ()
 
 
 class Skips:
@@ -252,6 +256,7 @@ class _Outcome(NamedTuple):
   captions: tuple[str, ...]
   skip_reason: str = ""
   skip_detail: str = ""
+  other_text: tuple[str, ...] = ()  # The context caption and dialogue: tokenizer text too.
 
 
 def _convert(item: Item, seed: int, grayscale: str) -> _Outcome:
@@ -260,17 +265,36 @@ def _convert(item: Item, seed: int, grayscale: str) -> _Outcome:
       image = item.render()
     except images.ImageError as skipped:
       return _Outcome(None, (), skipped.reason, str(skipped))
-    example = records.Example(item.id, image, list(item.captions), label=item.label)
+    example = records.Example(
+      item.id, image, list(item.captions), label=item.label, dialogue=list(item.dialogue)
+    )
   elif item.path:
     try:
       image = load_image(item.path, grayscale)
     except images.ImageError as skipped:
       return _Outcome(None, (), skipped.reason, str(skipped))
-    example = records.Example(id=item.id, image=image, captions=list(item.captions))
+    example = records.Example(
+      id=item.id, image=image, captions=list(item.captions), dialogue=list(item.dialogue)
+    )
   else:
     image, scene, captions = scenes.generate(seed, item.index)
-    example = records.Example(id=item.id, image=image, captions=captions, scene=scene)
-  return _Outcome(records.encode(example), tuple(example.captions))
+    context_caption, dialogue = scenes.conversation(seed, item.index, scene)
+    example = records.Example(
+      id=item.id,
+      image=image,
+      captions=captions,
+      scene=scene,
+      context_caption=context_caption,
+      dialogue=dialogue,
+    )
+  other_text = [example.context_caption]
+  for turn in example.dialogue:
+    other_text += [turn["question"], turn["answer"]]
+  return _Outcome(
+    records.encode(example),
+    tuple(example.captions),
+    other_text=tuple(text for text in other_text if text.strip()),
+  )
 
 
 def _convert_chunk(task: tuple[list[Item], int, str]) -> list[_Outcome]:
@@ -388,10 +412,12 @@ def _write_split(
   """Writes the next len(items) outcomes as `split`.
 
   Returns:
-    (its counts, its captions, the number of records in each shard).
+    (its counts, its text: captions, context captions, questions and answers, the number
+    of records in each shard).
   """
   writer = _ShardWriter(folder, split, _num_shards(len(items), options))
-  captions: list[str] = []
+  num_captions = 0
+  text: list[str] = []
   try:
     for _ in items:
       outcome = next(outcomes)
@@ -400,20 +426,22 @@ def _write_split(
         skips.add(outcome.skip_reason, outcome.skip_detail)
         continue
       writer.write(outcome.record)
-      captions.extend(outcome.captions)
+      num_captions += len(outcome.captions)
+      text += [*outcome.captions, *outcome.other_text]
   finally:
     writer.close()
   if writer.count == 0:
     raise PrepareError(f"no usable images in the {split} split (skipped: {skips.summary()})")
-  counts = {"images": writer.count, "captions": len(captions), "shards": len(writer.paths)}
-  return counts, captions, writer.lengths
+  counts = {"images": writer.count, "captions": num_captions, "shards": len(writer.paths)}
+  return counts, text, writer.lengths
 
 
 def _write_dataset(
   folder: str, source: str, items: dict[str, list[Item]], skips: Skips, options: Options
 ) -> tuple[dict[str, Any], float]:
-  """Converts and writes every split, then the tokenizer (trained on train captions only)
-  and the TFDS metadata.
+  """Converts and writes every split, then the tokenizer (trained on the train split's
+  text only: captions, context captions, dialogue questions and answers) and the TFDS
+  metadata.
 
   Returns:
     (counts per split, images per second).
@@ -421,19 +449,17 @@ def _write_dataset(
   total = sum(len(items[split]) for split in records.SPLITS)
   progress = ConversionProgress(source, total, options.progress)
   outcomes = _outcomes([item for split in records.SPLITS for item in items[split]], options)
-  counts, captions, shard_lengths = {}, {}, {}
+  counts, text, shard_lengths = {}, {}, {}
   try:
     for split in records.SPLITS:
-      counts[split], captions[split], shard_lengths[split] = _write_split(
+      counts[split], text[split], shard_lengths[split] = _write_split(
         folder, split, items[split], outcomes, progress, skips, options
       )
   finally:
     outcomes.close()  # Stops the pool early when a split failed.
   progress.close()
   rate = progress.rate()  # Conversion only: the tokenizer is trained next.
-  tokenizer.train(
-    captions["train"], os.path.join(folder, records.TOKENIZER_FILE), options.vocab_size
-  )
+  tokenizer.train(text["train"], os.path.join(folder, records.TOKENIZER_FILE), options.vocab_size)
   tfds_export.write_metadata(
     folder,
     shard_lengths,

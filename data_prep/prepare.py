@@ -1,6 +1,6 @@
 """Offline converter: a captioned image source -> ArrayRecord shards + tokenizer.
 
-    python -m data_prep.prepare --source=ift6266|coco|flickr|synthetic|quickdraw|sketchrnn
+    python -m data_prep.prepare --source=ift6266|coco|flickr|synthetic|quickdraw|sketchrnn|visdial
         --input=DIR --output_dir=DIR [--vocab_size=512] [--grayscale=skip|convert]
         [--num_shards=0] [--seed=0] [--num_train=20000 --num_validation=2000] [--workers=0]
         [--classes=cat,sheep --line_width=1.5 --augment=0] [--overwrite]
@@ -30,7 +30,7 @@ def define_flags() -> None:
   flags.DEFINE_string("source", None, f"Input kind: {' | '.join(SOURCES)}.")
   flags.DEFINE_string("input", "", "Source folder (not needed for synthetic).")
   flags.DEFINE_string("output_dir", None, "Dataset folder to create (must not exist).")
-  flags.DEFINE_integer("vocab_size", 512, "SentencePiece vocabulary size (train captions only).")
+  flags.DEFINE_integer("vocab_size", 512, "SentencePiece vocabulary size (train split's text).")
   flags.DEFINE_string("grayscale", "skip", "Grayscale images: skip (counted) | convert (to RGB).")
   flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 = one per 10,000 images.")
   flags.DEFINE_integer("seed", 0, "Seeds the flickr split and the synthetic scenes.")

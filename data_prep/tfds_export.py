@@ -8,9 +8,13 @@ feature connectors below). Then
 
     builder = tfds.builder_from_directory(folder)
     data = builder.as_data_source("train")   # ArrayRecord random access, no TensorFlow
-    data[0]  # {"image": uint8 [64, 64, 3], "captions": [bytes, ...], "id": bytes, "scene": bytes}
+    data[0]  # {"image": uint8 [64, 64, 3], "captions": [bytes, ...], "id": bytes, "scene": bytes,
+             #  "context_caption": bytes, "dialogue": bytes}
 
-TFDS returns text as UTF-8 bytes; `scene` is the synthetic scene's JSON, b"" for photos.
+TFDS returns text as UTF-8 bytes; `scene` is the synthetic scene's JSON, b"" for photos;
+`context_caption` is b"" where there is none; `dialogue` is a JSON list of turns
+{"question", "answer", "reveals"}, b"" where there is none. Folders of format version 2
+(written before the last two features existed) carry their own features.json, without them.
 The image is a raw uint8 tensor (TFDS `Tensor` with bytes encoding), not a PNG-encoded
 `Image` feature: decoding a PNG per example would cost more than the rest of the training
 pipeline's per-example work. Records also hold a `_header` feature, our reader's fast
@@ -42,6 +46,8 @@ def features() -> Any:
       "captions": tfds.features.Sequence(tfds.features.Text()),
       "id": tfds.features.Text(),
       "scene": tfds.features.Text(),
+      "context_caption": tfds.features.Text(),
+      "dialogue": tfds.features.Text(),  # JSON, like scene.
     }
   )
 

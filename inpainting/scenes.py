@@ -361,3 +361,99 @@ def generate(seed: int, index: int) -> tuple[np.ndarray, dict[str, Any], list[st
     border = _sample_border_objects(rng, int(rng.integers(1, 4)))
   scene = {"background": background, "objects": [center, *border]}
   return render(scene), scene, _captions(rng, scene)
+
+
+# --- conversations -------------------------------------------------------------------------
+#
+# For the dialogue families (issue 13): a context caption that describes what the hole leaves
+# visible (the background and the border objects) and never the centre object, and a
+# dialogue whose turns reveal the centre object's attributes one at a time. Both come from
+# their own random stream, `default_rng([seed, index, CONVERSATION_STREAM])`, so `generate`'s
+# images, scenes and captions are exactly what they were before conversations existed.
+
+CONVERSATION_STREAM = 1
+ATTRIBUTES = ("shape", "color", "size")  # What a synthetic dialogue turn reveals.
+NUM_TURNS = len(ATTRIBUTES)
+
+_CONTEXT_TEMPLATES = (
+  "{objects} {background}",
+  "a picture {background} with {objects}",
+  "around the middle, {background}: {objects}",
+  "{background}, with {objects} near the edges",
+  "the border shows {objects}, {background}",
+  "an image {background} showing {objects}",
+  "near the edges there is {objects}, {background}",
+  "{objects}, all {background}",
+)
+
+# Per attribute: (question, answers) pairs; an answer's {value} is the attribute's value and
+# every answer names it. Size questions may be yes/no questions: (question, yes-value,
+# answers when yes, answers when no).
+_SHAPE_TURNS = (
+  "what is in the middle?",
+  "what shape is in the middle?",
+  "what shape is the object in the centre?",
+  "which shape is hidden in the middle?",
+  "what is the middle object?",
+  "which shape is it?",
+)
+_SHAPE_ANSWERS = ("a {value}", "it is a {value}", "{value}", "it's a {value}", "a {value} shape")
+_COLOR_TURNS = (
+  "which colour is it?",
+  "what colour is it?",
+  "what color is the object in the middle?",
+  "what colour is the middle object?",
+  "which color does it have?",
+)
+_COLOR_ANSWERS = ("it is {value}", "{value}", "it's {value}", "the colour is {value}")
+_SIZE_OPEN_TURNS = ("how big is it?", "what size is it?", "is it small or large?")
+_SIZE_OPEN_ANSWERS = ("{value}", "it is {value}", "it's a {value} one")
+_SIZE_YES_NO_TURNS = (("is it big?", "large"), ("is it large?", "large"), ("is it small?", "small"))
+_SIZE_YES_ANSWERS = ("yes, {value}", "yes, it is {value}")
+_SIZE_NO_ANSWERS = ("no, {value}", "no, it is {value}")
+
+
+def _pick(rng: np.random.Generator, options: tuple[Any, ...]) -> Any:
+  return options[int(rng.integers(len(options)))]
+
+
+def _context_caption(rng: np.random.Generator, scene: dict[str, Any]) -> str:
+  """Every border object (in a random order) and the background; never the centre object."""
+  border = scene["objects"][1:]
+  phrases = [f"{_describe(border[i])} {_location(border[i])}" for i in rng.permutation(len(border))]
+  objects = phrases[0] if len(phrases) < 2 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+  template = _pick(rng, _CONTEXT_TEMPLATES)
+  return template.format(objects=objects, background=_background_phrase(scene["background"]))
+
+
+def _turn(rng: np.random.Generator, attribute: str, value: str) -> dict[str, str]:
+  if attribute == "shape":
+    question, answer = _pick(rng, _SHAPE_TURNS), _pick(rng, _SHAPE_ANSWERS)
+  elif attribute == "color":
+    question, answer = _pick(rng, _COLOR_TURNS), _pick(rng, _COLOR_ANSWERS)
+  elif rng.uniform() < 0.5:
+    question, answer = _pick(rng, _SIZE_OPEN_TURNS), _pick(rng, _SIZE_OPEN_ANSWERS)
+  else:
+    question, asked = _pick(rng, _SIZE_YES_NO_TURNS)
+    answer = _pick(rng, _SIZE_YES_ANSWERS if asked == value else _SIZE_NO_ANSWERS)
+  return {"question": question, "answer": answer.format(value=value), "reveals": attribute}
+
+
+def conversation(seed: int, index: int, scene: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+  """The context caption and dialogue of scene `index` of the stream `seed`.
+
+  Args:
+    seed, index: as given to `generate`.
+    scene: the scene `generate(seed, index)` returned.
+
+  Returns:
+    (context caption, NUM_TURNS turns {"question", "answer", "reveals"}): the context caption
+    names the background and every border object, not the centre object; turn t's answer
+    names the centre object's attribute `reveals` (one of ATTRIBUTES, each revealed once, in
+    a random order).
+  """
+  rng = np.random.default_rng([seed, index, CONVERSATION_STREAM])
+  context = _context_caption(rng, scene)
+  center = scene["objects"][0]
+  order = [ATTRIBUTES[i] for i in rng.permutation(NUM_TURNS)]
+  return context, [_turn(rng, attribute, center[attribute]) for attribute in order]

@@ -1,7 +1,8 @@
 """SentencePiece caption tokenizer: train, load, encode to fixed length (numpy only).
 
 Id 0 is padding, 1 unknown, 2 begin, 3 end. Captions are lower-cased before training and
-encoding so that "A red star" and "a red star" share tokens.
+encoding so that "A red star" and "a red star" share tokens. data_prep trains it on all the
+text of the train split: captions, context captions, dialogue questions and answers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+_SPACE = "\u2581"  # SentencePiece's piece for a space.
 
 
 def normalize(caption: str) -> str:
@@ -23,16 +25,19 @@ def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
   """Trains a unigram SentencePiece model on `captions` and writes it to `model_path`.
 
   If the corpus is too small for `vocab_size`, SentencePiece's own hard limit is used
-  instead, so that tiny test fixtures still get a tokenizer.
+  instead, so that tiny test fixtures still get a tokenizer; if it holds more distinct
+  characters than `vocab_size` leaves room for, the vocabulary grows to one piece per
+  character (plus the four special ids), so that no character of the corpus is unknown.
   """
   sentences = [normalize(c) for c in captions if c.strip()]
   if not sentences:
     raise ValueError("cannot train a tokenizer on zero captions")
+  characters = set().union(*map(set, sentences)) - {" "} | {_SPACE}
   proto = io.BytesIO()
   kwargs = dict(
     sentence_iterator=iter(sentences),
     model_writer=proto,
-    vocab_size=vocab_size,
+    vocab_size=max(vocab_size, len(characters) + 4),
     model_type="unigram",
     character_coverage=1.0,
     pad_id=PAD_ID,

@@ -244,3 +244,16 @@ def test_describes_center():
   phrase = f"A {center['size']}  {center['color']} {center['shape']};"
   assert compliance.describes_center(f"look: {phrase} here", scene)
   assert not compliance.describes_center(f"a very {center['color']} {center['shape']}", scene)
+
+
+def test_candidate_renders_equal_rendering_each_candidate_scene():
+  """The renderer's fast path (one background, 12 coverage maps, 120 blends in the window)
+  gives exactly the pixels of rendering every candidate scene."""
+  from inpainting import scenes  # noqa: PLC0415
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  renderer = compliance.CandidateRenderer(capacity=1)
+  for index in range(12):
+    _, scene, _ = scenes.generate(5, index)
+    slow = [scenes.render(scenes.with_center(scene, *name)) for name in renderer._names]
+    np.testing.assert_array_equal(renderer(scene), np.stack(slow), err_msg=f"scene {index}")

@@ -33,6 +33,9 @@ def assert_same(tfds_element, ours):
   assert [c.decode("utf-8") for c in tfds_element["captions"]] == ours.captions
   scene = tfds_element["scene"].decode("utf-8")
   assert (json.loads(scene) if scene else None) == ours.scene
+  assert tfds_element["context_caption"].decode("utf-8") == ours.context_caption
+  dialogue = tfds_element["dialogue"].decode("utf-8")
+  assert (json.loads(dialogue) if dialogue else []) == ours.dialogue
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,9 @@ def test_prepared_folder_opens_with_tfds_without_tensorflow(synthetic):
       element = data[i]
       assert_same(element, by_id[element["id"].decode("utf-8")])
       assert element["id"].decode("utf-8") == ours[i].id  # The same index, too.
-      assert element["scene"]  # Synthetic: every record carries its scene.
+      # Synthetic: every record carries its scene, context caption and dialogue.
+      assert element["scene"] and element["context_caption"]
+      assert len(json.loads(element["dialogue"])) == 3
   assert "tensorflow" not in sys.modules
 
 
@@ -105,7 +110,7 @@ def test_photos_without_scene_read_as_empty_scene(tmp_path):
   data = tfds.builder_from_directory(str(tmp_path)).as_data_source("train")
   assert len(data) == 3
   for i, example in enumerate(examples):
-    assert data[i]["scene"] == b""
+    assert data[i]["scene"] == data[i]["context_caption"] == data[i]["dialogue"] == b""
     assert_same(data[i], example)
     assert_same(data[i], records.decode(records.encode(example)))
 
@@ -119,11 +124,14 @@ def test_decode_reads_records_written_by_tfds_and_version_1(synthetic):
     "captions": ours.captions,
     "id": ours.id,
     "scene": json.dumps(ours.scene),
+    "context_caption": ours.context_caption,
+    "dialogue": json.dumps(ours.dialogue),
   }
   serialized = tfds_export.features().serialize_example(element)
   assert b"_header" not in serialized
   decoded = records.decode(serialized)
   assert (decoded.id, decoded.captions, decoded.scene) == (ours.id, ours.captions, ours.scene)
+  assert (decoded.context_caption, decoded.dialogue) == (ours.context_caption, ours.dialogue)
   np.testing.assert_array_equal(decoded.image, ours.image)
   # Format version 1.
   header = json.dumps(

@@ -14,6 +14,7 @@ OPTIONS = {
   "loss.kl_free_bits": 0.1,
   "loss.r1_weight": 1.0,
   "optim.ema_decay": 0.9,
+  "loss.perceptual_weight": 1.0,
 }
 
 
@@ -50,11 +51,14 @@ def test_each_option_trains_and_reports_its_term(option):
     assert metrics["loss_g_adv_prior"] != 0.0
   if option == "loss.r1_weight":
     assert metrics["r1"] > 0.0
+  if option == "loss.perceptual_weight":
+    assert metrics["loss_perceptual"] > 0.0
 
 
 def test_without_options_the_terms_are_off():
   _, _, _, metrics = _two_steps(_config())
   assert metrics["loss_g_adv_prior"] == 0.0 and metrics["r1"] == 0.0
+  assert metrics["loss_perceptual"] == 0.0
 
 
 def test_free_bits_floor_each_dimension():
@@ -119,3 +123,50 @@ def test_ema_is_checkpointed_and_resumes_exactly(tmp_path, data_dir):
   assert ema_keys, sorted(straight)[:5]
   for key in straight:
     np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+
+
+def test_caption_dropout_empties_the_chosen_captions_only():
+  tokens = np.random.default_rng(0).integers(1, 50, (256, 6)).astype(np.int32)
+  batch = {"tokens": jax.numpy.asarray(tokens), "token_mask": jax.numpy.asarray(tokens != 0)}
+  dropped = train.registry.drop_captions(batch, jax.random.key(3), 0.25)
+  tokens, mask = np.asarray(dropped["tokens"]), np.asarray(dropped["token_mask"])
+  emptied = ~mask.any(axis=1)
+  assert 0.15 < emptied.mean() < 0.35, emptied.mean()
+  assert (tokens[emptied] == 0).all()  # The empty caption: all padding.
+  kept = ~emptied
+  np.testing.assert_array_equal(tokens[kept], np.asarray(batch["tokens"])[kept])
+  assert train.registry.drop_captions(batch, jax.random.key(3), 0.0) is batch
+
+
+def test_caption_dropout_trains():
+  _, _, _, metrics = _two_steps(_config(**{"loss.caption_dropout": 0.5}))
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_cond_map_lays_the_caption_out_in_space():
+  """With the map, the caption's effect on the output differs from pixel to pixel even
+  where FiLM alone (the same at every pixel) could not make it differ."""
+  config = _config(**{"model.cond_map_resolutions": (8, 16)})
+  family, hp = train.registry.for_config(config)
+  bundle = family.create(config, nnx.Rngs(0))
+  unet = bundle.generator
+  assert len(unet.cond_maps) == 2 and unet.cond_maps[0].kernel.shape[-1] == 8 * 8 * 16
+  h = jax.numpy.zeros((2, 8, 8, config.model.widths[-1]))
+  film = jax.random.normal(jax.random.key(0), (2, unet.cond_maps[0].kernel.shape[0]))
+  out = np.asarray(unet._add_cond_map(h, film, 8))
+  assert out.std(axis=(1, 2)).mean() > 1e-4  # Varies across pixels from a uniform input.
+  np.testing.assert_array_equal(np.asarray(unet._add_cond_map(h, film, 32)), np.asarray(h))
+  _, _, _, metrics = _two_steps(config)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_cond_map_at_a_missing_level_is_a_user_error():
+  config = _config(**{"model.cond_map_resolutions": (4,)})
+  with pytest.raises(train.registry.UserError, match="not U-Net levels"):
+    train.registry.for_config(config)
+
+
+def test_an_unknown_perceptual_net_is_a_user_error():
+  config = _config(**{"loss.perceptual_weight": 1.0, "loss.perceptual_net": "resnet"})
+  with pytest.raises(train.registry.UserError, match="alexnet or vgg16"):
+    train.registry.for_config(config)

@@ -2,7 +2,9 @@
 
 Train scene i is `scenes.generate(seed, i)`; validation scene i is
 `scenes.generate(seed, VALIDATION_INDEX_OFFSET + i)`, so the two never share a scene. Each
-record carries its `scene`, from which evaluation re-renders alternatives exactly.
+record carries its `scene`, from which evaluation re-renders alternatives exactly, and the
+scene's `context_caption` and `dialogue` (`scenes.conversation`: turns that reveal the centre
+object's shape, colour and size, each turn naming the attribute it reveals).
 """
 
 from __future__ import annotations
@@ -37,5 +39,7 @@ def extra_metadata(options: core.Options) -> dict[str, Any]:
       "colors": {name: list(rgb) for name, rgb in scenes.COLORS.items()},
       "sizes": list(scenes.SIZES),
       "captions_per_scene": scenes.NUM_CAPTIONS,
+      "dialogue_turns": scenes.NUM_TURNS,
+      "dialogue_reveals": list(scenes.ATTRIBUTES),
     }
   }

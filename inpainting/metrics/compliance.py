@@ -124,19 +124,37 @@ class CandidateRenderer:
     if key in self._cache:
       self._cache.move_to_end(key)
       return self._cache[key]
-    renders = np.stack(
-      [
-        scenes_lib.render(scenes_lib.with_center(scene, shape, color, size))
-        for shape, color, size in self._names
-      ]
-    )
     empty = copy.deepcopy(scene)
     empty["objects"] = empty["objects"][1:]
-    entry = (renders, scenes_lib.render(empty))
+    background = scenes_lib.render(empty)
+    # The centre object stays inside the window and no border object reaches into it, so a
+    # candidate is the scene without its centre object outside the window and, inside it,
+    # the renderer's own blend of the candidate over the float background (tested equal to
+    # rendering each candidate scene, 10x faster).
+    renders = np.broadcast_to(background, (len(self._names), *background.shape)).copy()
+    renders[:, _WINDOW, _WINDOW] = self._window_candidates(scene)
+    entry = (renders, background)
     self._cache[key] = entry
     if len(self._cache) > self.capacity:
       self._cache.popitem(last=False)
     return entry
+
+  def _window_candidates(self, scene: dict[str, Any]) -> np.ndarray:
+    """uint8 [N, 32, 32, 3]: each candidate centre object drawn as `scenes.render` does."""
+    base = scenes_lib._background(scene["background"])[:, _WINDOW, _WINDOW]  # float [3, 32, 32]
+    center = scene["objects"][0]
+    alphas = {}
+    out = np.empty((len(self._names), _WINDOW_SIZE, _WINDOW_SIZE, 3), np.uint8)
+    for n, (shape, color, size) in enumerate(self._names):
+      if (shape, size) not in alphas:
+        obj = {**center, "shape": shape, "size": size, "radius": scenes_lib.CENTER_RADIUS[size]}
+        alphas[shape, size] = _object_alpha(obj).reshape(_WINDOW_SIZE, _WINDOW_SIZE)
+      alpha = alphas[shape, size]
+      image = base.copy()
+      for channel, value in enumerate(scenes_lib.COLORS[color]):
+        image[channel] += alpha * (value - image[channel])
+      out[n] = np.clip(np.rint(image), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return out
 
   def __call__(self, scene: dict[str, Any]) -> np.ndarray:
     """uint8 [N, 64, 64, 3]: the scene with each candidate centre object."""
@@ -173,7 +191,12 @@ def _alpha(shape: str, size: str, dx: float, dy: float, rotation: float) -> np.n
   radius = scenes_lib.CENTER_RADIUS[size]
   middle = scenes_lib.IMAGE_SIZE / 2
   obj = {"shape": shape, "radius": radius, "rotation": rotation, "x": middle + dx, "y": middle + dy}
-  reach = radius * scenes_lib.EXTENT[shape] + 1.0
+  return _object_alpha(obj)
+
+
+def _object_alpha(obj: dict[str, Any]) -> np.ndarray:
+  """`scenes.render`'s coverage of `obj` over the window (its bounding box only), [1024]."""
+  reach = obj["radius"] * scenes_lib.EXTENT[obj["shape"]] + 1.0
   start = scenes_lib.HOLE_START
   x0, x1 = (
     max(0, int(obj["x"] - reach) - start),

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from inpainting import pretrained
 from inpainting.errors import UserError
 
 DEFAULT_NPZ = os.path.join("~", ".cache", "inpainting", "inception_v3_fid.npz")
@@ -276,35 +277,17 @@ class InceptionV3(nnx.Module):
 
 
 def param_names(model: InceptionV3) -> dict[str, tuple[int, ...]]:
-  """'/'-joined parameter path -> shape, e.g. 'mixed_4/tower/conv_1/weight'."""
-  return {
-    "/".join(map(str, path)): tuple(node.shape)
-    for path, node in nnx.iter_graph(model)
-    if isinstance(node, nnx.Variable)
-  }
+  """'/'-joined parameter path -> shape (`pretrained.param_names`)."""
+  return pretrained.param_names(model)
 
 
 def load_params(model: InceptionV3, params: Mapping[str, np.ndarray]) -> InceptionV3:
-  """Fills `model` in place from a flat {path: array} mapping (HWIO conv weights).
+  """Fills `model` in place from a flat {path: array} mapping (`pretrained.load_params`).
 
   Raises:
     ValueError: a name is missing or unexpected, or a shape differs.
   """
-  expected = param_names(model)
-  missing = sorted(set(expected) - set(params))
-  extra = sorted(set(params) - set(expected))
-  if missing or extra:
-    raise ValueError(
-      f"Inception weights do not match: missing {missing[:5]}, unexpected {extra[:5]}"
-    )
-  for path, node in nnx.iter_graph(model):
-    if isinstance(node, nnx.Variable):
-      name = "/".join(map(str, path))
-      value = np.asarray(params[name], np.float32)
-      if value.shape != expected[name]:
-        raise ValueError(f"{name}: shape {value.shape}, expected {expected[name]}")
-      node[...] = jnp.asarray(value)
-  return model
+  return pretrained.load_params(model, params, "Inception")
 
 
 def load_inception(path: str | None = None) -> InceptionV3:

@@ -15,9 +15,10 @@ interpolation paths.
 Besides the C classes of the data it has one more output, OTHER ("not a drawing of any
 class"), trained on generated non-drawings mixed into every batch (NEGATIVE_FRACTION of
 it): blank paper with faint noise, salt noise, random scribbles of 1 to 6 straight
-strokes, and soft grey blobs. Without it a softmax over the C classes has to call
-anything a class: a classifier without OTHER put blank pages into one class with
-probability >= 0.5, so a model that draws nothing would have scored 100 % recognisable.
+strokes, 3 to 12 short fragments scattered over the page, and soft grey blobs. Without it
+a softmax over the C classes has to call anything a class: a classifier without OTHER put
+blank pages into one class with probability >= 0.5, so a model that draws nothing would
+have scored 100 % recognisable.
 
 The network: grey ink (1 - mean RGB) / 2, folded by space-to-depth to 32x32x4 -> 3x3
 convs with GroupNorm + ReLU, stride 2 down to 4x4 -> global mean -> a dense layer per
@@ -121,8 +122,9 @@ def augment(ink: jax.Array, key: jax.Array) -> jax.Array:
 
 def negatives(key: jax.Array, count: int, size: int = 64) -> jax.Array:
   """`count` generated non-drawings, ink [count, size, size, 1]: blank paper with faint
-  noise, salt noise, scribbles of 1-6 random straight strokes, or a soft grey blob."""
-  keys = jax.random.split(key, 10)
+  noise, salt noise, scribbles of 1-6 random straight strokes, 3-12 short scattered
+  fragments, or a soft grey blob."""
+  keys = jax.random.split(key, 13)
   rows, cols = jnp.mgrid[0:size, 0:size].astype(jnp.float32)
   pixel = jnp.stack([cols, rows], -1)[None, None]  # [1, 1, H, W, 2]
   faint = jax.random.uniform(keys[0], (count, size, size)) * jax.random.uniform(
@@ -130,20 +132,31 @@ def negatives(key: jax.Array, count: int, size: int = 64) -> jax.Array:
   )
   density = jax.random.uniform(keys[2], (count, 1, 1), minval=0.01, maxval=0.3)
   salt = (jax.random.uniform(keys[3], (count, size, size)) < density).astype(jnp.float32)
+
+  def strokes(starts, offsets, used):  # Anti-aliased segments [count, S, 2] -> [count, H, W].
+    a, d = starts[:, :, None, None], offsets[:, :, None, None]
+    t = jnp.clip(((pixel - a) * d).sum(-1) / jnp.maximum((d**2).sum(-1), 1e-6), 0.0, 1.0)
+    distance = jnp.sqrt(((pixel - a - t[..., None] * d) ** 2).sum(-1))  # [count, S, H, W]
+    distance = jnp.where(used[:, :, None, None], distance, jnp.inf).min(1)
+    return jnp.clip(1.25 - distance, 0.0, 1.0)
+
   ends = jax.random.uniform(keys[4], (count, 6, 2, 2), minval=4.0, maxval=size - 5.0)
-  a, d = ends[:, :, None, None, 0], (ends[:, :, 1] - ends[:, :, 0])[:, :, None, None]
-  t = jnp.clip(((pixel - a) * d).sum(-1) / jnp.maximum((d**2).sum(-1), 1e-6), 0.0, 1.0)
-  distance = jnp.sqrt(((pixel - a - t[..., None] * d) ** 2).sum(-1))  # [count, 6, H, W]
   used = jnp.arange(6)[None] < jax.random.randint(keys[5], (count, 1), 1, 7)
-  distance = jnp.where(used[:, :, None, None], distance, jnp.inf).min(1)
-  scribble = jnp.clip(1.25 - distance, 0.0, 1.0)
+  scribble = strokes(ends[:, :, 0], ends[:, :, 1] - ends[:, :, 0], used)
+  # Fragments: 3-12 strokes of 1-6 px scattered over the page, as an untrained generator draws.
+  starts = jax.random.uniform(keys[10], (count, 12, 2), minval=4.0, maxval=size - 5.0)
+  offsets = jax.random.uniform(keys[11], (count, 12, 2), minval=-6.0, maxval=6.0)
+  used = jnp.arange(12)[None] < jax.random.randint(keys[12], (count, 1), 3, 13)
+  fragments = strokes(starts, offsets, used)
   centre = jax.random.uniform(keys[6], (count, 1, 1, 2), minval=16.0, maxval=size - 16.0)
   half = jax.random.uniform(keys[7], (count, 1, 1, 2), minval=6.0, maxval=24.0)
   level = jax.random.uniform(keys[8], (count, 1, 1), minval=0.1, maxval=0.7)
   outside = jnp.max(jnp.abs(pixel[0] - centre) - half, axis=-1)  # < 0 inside the box
   blob = level * jnp.clip(0.5 - outside / 4.0, 0.0, 1.0)
-  kind = jax.random.randint(keys[9], (count, 1, 1), 0, 4)
-  ink = jnp.select([kind == 0, kind == 1, kind == 2], [faint, salt, scribble], blob)
+  kind = jax.random.randint(keys[9], (count, 1, 1), 0, 5)
+  ink = jnp.select(
+    [kind == 0, kind == 1, kind == 2, kind == 3], [faint, salt, scribble, fragments], blob
+  )
   return ink[..., None]
 
 

