@@ -242,13 +242,14 @@ def load_params(model: MiniLM, params: Mapping[str, np.ndarray]) -> MiniLM:
 
 def read_weights(path: str | None = None) -> dict[str, np.ndarray]:
   """The converted parameters of `path` (default: the package's model.safetensors)."""
+  path = path or os.path.join(model_dir(), WEIGHTS_FILE)  # Names the missing package first.
   try:
     from safetensors.numpy import load_file  # noqa: PLC0415
   except ImportError as error:
     raise UserError(
       "the MiniLM caption encoder reads its weights with: pip install safetensors"
     ) from error
-  return convert(load_file(path or os.path.join(model_dir(), WEIGHTS_FILE)))
+  return convert(load_file(path))
 
 
 def load_encoder(dtype=jnp.float32, path: str | None = None) -> MiniLM:
