@@ -78,7 +78,7 @@ def vocab_path() -> str:
 # --- layers ------------------------------------------------------------------------------
 
 
-class Dense(nnx.Module):
+class BertDense(nnx.Module):
   """x @ kernel + bias with a [in, out] kernel (torch's Linear weight, transposed)."""
 
   def __init__(self, cin: int, cout: int, dtype):
@@ -91,7 +91,7 @@ class Dense(nnx.Module):
     return y + self.bias[...].astype(self.dtype)
 
 
-class LayerNorm(nnx.Module):
+class BertLayerNorm(nnx.Module):
   """LayerNorm over the last axis, statistics in float32, eps 1e-12 (BERT)."""
 
   def __init__(self, width: int, dtype):
@@ -111,14 +111,14 @@ class Layer(nnx.Module):
   """Post-LN BERT layer: x = LN(x + attn(x)); x = LN(x + MLP(x))."""
 
   def __init__(self, dtype):
-    self.query = Dense(WIDTH, WIDTH, dtype)
-    self.key = Dense(WIDTH, WIDTH, dtype)
-    self.value = Dense(WIDTH, WIDTH, dtype)
-    self.attention_out = Dense(WIDTH, WIDTH, dtype)
-    self.attention_norm = LayerNorm(WIDTH, dtype)
-    self.intermediate = Dense(WIDTH, MLP_WIDTH, dtype)
-    self.output = Dense(MLP_WIDTH, WIDTH, dtype)
-    self.output_norm = LayerNorm(WIDTH, dtype)
+    self.query = BertDense(WIDTH, WIDTH, dtype)
+    self.key = BertDense(WIDTH, WIDTH, dtype)
+    self.value = BertDense(WIDTH, WIDTH, dtype)
+    self.attention_out = BertDense(WIDTH, WIDTH, dtype)
+    self.attention_norm = BertLayerNorm(WIDTH, dtype)
+    self.intermediate = BertDense(WIDTH, MLP_WIDTH, dtype)
+    self.output = BertDense(MLP_WIDTH, WIDTH, dtype)
+    self.output_norm = BertLayerNorm(WIDTH, dtype)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     batch, length, _ = x.shape
@@ -150,7 +150,7 @@ class MiniLM(nnx.Module):
     self.word_embeddings = nnx.Param(jnp.zeros((VOCAB_SIZE, WIDTH), jnp.float32))
     self.position_embeddings = nnx.Param(jnp.zeros((MAX_POSITIONS, WIDTH), jnp.float32))
     self.token_type_embeddings = nnx.Param(jnp.zeros((TYPE_VOCAB_SIZE, WIDTH), jnp.float32))
-    self.embeddings_norm = LayerNorm(WIDTH, dtype)
+    self.embeddings_norm = BertLayerNorm(WIDTH, dtype)
     self.layers = nnx.List([Layer(dtype) for _ in range(NUM_LAYERS)])
 
   def __call__(
