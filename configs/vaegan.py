@@ -84,15 +84,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.synthetic_num_train = 4_000  # Fewer scenes to prepare.
     c.data.synthetic_num_validation = 500  # Fewer held-out scenes.
   elif arg == "gpu":  # One GPU (a cluster: scale global_batch_size; see README "Scaling out").
-    # Measured on one H100 (2026-11-24, benchmarks/RESULTS.md): this model in bf16 at batch
-    # 1024 runs 41k images/s in 3.6 GiB; batch 4096 gains 27% for 4x the memory.
+    # Measured (benchmarks/RESULTS.md): in bf16 at batch 1024 this model runs 41k images/s
+    # in 3.6 GiB on an H100 (2026-11-24; batch 4096 gains 27% for 4x the memory) and 44.6k
+    # images/s on an H200 (2026-11-26).
     c.model.dtype = "bfloat16"  # bf16 compute, float32 parameters and optimizer state.
     c.global_batch_size = 1024  # Per-step batch over all devices.
     c.num_train_steps = 15_000  # ~6-7 minutes of steps at the measured rate (77 epochs).
     c.log_every_steps = 100  # Console + TensorBoard scalars.
     c.eval_every_steps = 2_500  # Validation losses and sample grids.
-    c.checkpoint_every_steps = 2_500  # A save blocks ~0.4 s: ~1.6% of 2,500 steps of 25 ms.
-    c.data.num_workers = 8  # Grain decode processes: 41k images/s is 2x what 2 cores feed.
+    c.checkpoint_every_steps = 2_500  # Measured on the H200: 0.81 s per save, 1.4% of time.
+    c.data.num_workers = 8  # Grain decode processes: 41.9k examples/s on a 16-core H200 host.
     c.data.synthetic_num_train = 200_000  # More scenes: 20k would be seen ~750 times.
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}; use 'runlocal', 'gpu' or nothing")

@@ -18,6 +18,8 @@ The fields every batch has (leading axis b):
   id          np.str_ [b]   record ids                           (host only)
   caption     np.str_ [b]   the caption actually tokenised        (host only)
   scene       np.str_ [b]   scene JSON, "" for non-synthetic data (host only)
+  reveals     np.str_ [b]   the dialogue's revealed attributes in turn order, comma-joined
+                            ("shape,size,color"; "" without a dialogue)  (host only)
   index       int64   [b]   record index within the split         (host only)
 """
 
@@ -35,6 +37,56 @@ from inpainting.tokenizer import Tokenizer
 CAPTION_KEYS = ("image", "mask", "tokens", "token_mask")
 # How the pipeline picks the caption of each example (data.caption / evaluate's modes).
 CAPTION_MODES = ("random", "first", "empty", "shuffled")
+# What text stands in for "the caption" (data.text_source): one of the record's captions,
+# or text built from its context caption and dialogue (records with a conversation).
+#   caption      one of the captions (picked by the caption mode)
+#   context      the context caption: the border and background, never the hole's object
+#   dialogue     the context caption, then every turn ("question answer", in order)
+#   dialogue:T   the context caption, then the first T turns (dialogue:0 = context)
+#   turns        every turn without the context: only what the dialogue says of the hole
+#   turns:T      the first T turns without the context
+TEXT_SOURCES = ("caption", "context", "dialogue", "dialogue:T", "turns", "turns:T")
+
+
+def parse_text_source(source: str) -> tuple[str, int | None]:
+  """(kind: caption | dialogue | turns, turns kept: None = all) of a data.text_source.
+
+  Raises:
+    ValueError: (one line) an unknown source.
+  """
+  if source in ("caption", "dialogue", "turns"):
+    return source, None
+  if source == "context":
+    return "dialogue", 0
+  kind, _, count = source.partition(":")
+  if kind in ("dialogue", "turns") and count.isdigit():
+    return kind, int(count)
+  raise ValueError(f"unknown text source {source!r}; choose one of {', '.join(TEXT_SOURCES)}")
+
+
+def text_at_turn(source: str, turn: int) -> str:
+  """The source that reads the first `turn` turns the way `source` reads its turns
+  (a caption source reads them as `dialogue`)."""
+  kind, _ = parse_text_source(source)
+  return f"{'turns' if kind == 'turns' else 'dialogue'}:{turn}"
+
+
+def conversation_text(example: records.Example, source: str) -> str:
+  """The text `source` (not "caption") makes of a record's context caption and dialogue.
+
+  Raises:
+    ValueError: (one line) the record has no conversation.
+  """
+  kind, num_turns = parse_text_source(source)
+  if not example.context_caption:
+    raise ValueError(
+      f"data.text_source={source!r} needs records with a context caption and dialogue "
+      f"(synthetic format 3 or visdial); record {example.id!r} has none"
+    )
+  turns = example.dialogue if num_turns is None else example.dialogue[:num_turns]
+  said = [f"{turn['question']} {turn['answer']}" for turn in turns]
+  return " ".join(said if kind == "turns" else [example.context_caption, *said])
+
 
 ExtraFields = Callable[
   [Sequence[records.Example], dict[str, np.ndarray], Tokenizer, int], dict[str, np.ndarray]
@@ -83,6 +135,9 @@ def assemble(
     "caption": np.array(list(captions), dtype=np.str_),
     "scene": np.array(
       ["" if e.scene is None else json.dumps(e.scene) for e in examples], dtype=np.str_
+    ),
+    "reveals": np.array(
+      [",".join(turn.get("reveals", "") for turn in e.dialogue) for e in examples], dtype=np.str_
     ),
     "index": np.arange(len(examples), dtype=np.int64) if index is None else index,
   }

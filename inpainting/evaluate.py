@@ -66,6 +66,9 @@ CAPTION_CONDITIONS = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
 # With --heldout_wording: each example's own scene captioned with a held-out template
 # (inpainting/metrics/wording.py), read with the pipeline's "first" mode and re-captioned.
 REWORDED = "reworded"
+# Conditions "turn_0".."turn_T" of a run that reads a conversation: the text of the context
+# caption and the first t turns, as its data.text_source reads them.
+TURN_PREFIX = "turn_"
 # Metrics compared across caption modes, with their direction.
 KEY_METRICS = {
   "psnr_hole": True,
@@ -80,16 +83,30 @@ PSNR_CAP = 100.0  # Identical images give +inf; capped so means and bootstraps s
 # --- Data ------------------------------------------------------------------------------------
 
 
-def batches(data_dir: str, split: str, run, caption_mode: str, limit: int, batch_size: int):
+def batches(
+  data_dir: str,
+  split: str,
+  run,
+  caption_mode: str,
+  limit: int,
+  batch_size: int,
+  text_source: str | None = None,
+):
   """Host batches of the first `limit` examples of `split`, deterministic order, with the
-  run's batch fields and tokenised with the run's own tokenizer."""
+  run's batch fields and tokenised with the run's own tokenizer; `text_source` overrides
+  the run's data.text_source."""
+  import ml_collections  # noqa: PLC0415
+
   from inpainting import input_pipeline  # noqa: PLC0415
   from inpainting import run as run_layout  # noqa: PLC0415
 
+  data_config = ml_collections.ConfigDict(run.config.data.to_dict())
+  if text_source is not None:
+    data_config.text_source = text_source
   ds = input_pipeline.create_dataset(
     data_dir,
     split,
-    run.config.data,
+    data_config,
     batch_size,
     seed=0,
     train=False,
@@ -166,10 +183,12 @@ def synthetic_metrics(samples: np.ndarray, batch: dict, renderer=None) -> dict[s
     return {}
   given = batch.get("given_scene")
   given = None if given is None else [json.loads(s) for s in given]
-  return compliance.scene_metrics(samples, scenes, batch["mask"], given, renderer)
+  revealed = batch.get("revealed")
+  revealed = None if revealed is None else [set(r.split(",")) - {""} for r in revealed]
+  return compliance.scene_metrics(samples, scenes, batch["mask"], given, renderer, revealed)
 
 
-def given_scenes(batch: dict) -> np.ndarray:
+def given_scenes(batch: dict, check_captions: bool = True) -> np.ndarray:
   """With shuffled captions: the scene JSON of the example whose caption each example got.
 
   The input pipeline gives example i the caption of example i - 1 of the same batch
@@ -178,7 +197,9 @@ def given_scenes(batch: dict) -> np.ndarray:
   the objects it names is the centre one (the generator names it first, held-out wordings
   need not). Each given caption is checked to name its donor's centre object as "a {size}
   {colour} {shape}", which every generator caption does, so a pipeline that paired captions
-  otherwise fails here instead of scoring against the wrong scene.
+  otherwise fails here instead of scoring against the wrong scene. A run that reads
+  conversation text (data.text_source) is not checked (`check_captions=False`): its texts
+  name the centre object only in answers such as "it is red".
 
   Raises:
     ValueError: a caption that does not name the centre object of the scene it came from.
@@ -186,6 +207,8 @@ def given_scenes(batch: dict) -> np.ndarray:
   from inpainting.metrics import compliance  # noqa: PLC0415
 
   donors = np.roll(np.asarray(batch["scene"]), 1)
+  if not check_captions:
+    return donors
   for i, (caption, donor) in enumerate(zip(batch["caption"], donors)):
     if donor and not compliance.describes_center(str(caption), json.loads(donor)):
       raise ValueError(
@@ -195,10 +218,17 @@ def given_scenes(batch: dict) -> np.ndarray:
   return donors
 
 
-def _with_given_scenes(batch_iter):
+def _with_revealed(batch_iter, turn: int):
+  """Adds `revealed`: the attributes each example's first `turn` dialogue turns tell."""
+  for batch in batch_iter:
+    told = [",".join(r.split(",")[:turn]) if r else "" for r in batch["reveals"]]
+    yield {**batch, "revealed": np.array(told, dtype=np.str_)}
+
+
+def _with_given_scenes(batch_iter, check_captions: bool = True):
   for batch in batch_iter:
     if all(batch["scene"]):
-      batch = {**batch, "given_scene": given_scenes(batch)}
+      batch = {**batch, "given_scene": given_scenes(batch, check_captions)}
     yield batch
 
 
@@ -284,16 +314,40 @@ def run_evaluation(
   features = _inception(fid)
   started = time.perf_counter()
 
+  from inpainting import batching  # noqa: PLC0415
+
+  source = config.data.get("text_source", "caption")
+  reads_conversation = batching.parse_text_source(source)[0] != "caption"
+
   def data(mode: str, limit: int = max_examples, run=main_run):
     try:
       if mode == REWORDED:
         return _reworded(data_dir, split, run, limit, batch_size, seed)
+      if mode.startswith(TURN_PREFIX):
+        turn = int(mode[len(TURN_PREFIX) :])
+        at_turn = batching.text_at_turn(source, turn)
+        found = batches(data_dir, split, run, "first", limit, batch_size, at_turn)
+        return _with_revealed(found, turn)
       found = batches(data_dir, split, run, CAPTION_CONDITIONS[mode], limit, batch_size)
-      return _with_given_scenes(found) if mode == "shuffled" else found
+      if mode != "shuffled":
+        return found
+      reads_captions = run.config.data.get("text_source", "caption") == "caption"
+      return _with_given_scenes(found, check_captions=reads_captions)
     except ValueError as error:  # A folder without this split or tokenizer: one line.
       raise UserError(str(error)) from None
 
-  conditions = [*CAPTION_CONDITIONS, *([REWORDED] if heldout_wording else [])]
+  if heldout_wording and reads_conversation:
+    logging.info("held-out wording rewrites captions; skipped for text source %r", source)
+  conditions = [
+    *CAPTION_CONDITIONS,
+    *([REWORDED] if heldout_wording and not reads_conversation else []),
+  ]
+  # A run that reads a conversation is also evaluated after each turn (main run only).
+  turn_modes = []
+  if reads_conversation:
+    first = next(iter(data("true", limit=1)))
+    num_turns = len(first["reveals"][0].split(",")) if first["reveals"][0] else 0
+    turn_modes = [f"{TURN_PREFIX}{t}" for t in range(num_turns + 1)]
 
   # --- Models under each caption mode ---
   per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -314,6 +368,11 @@ def run_evaluation(
       per_image[name][mode] = values
       if inception:
         fid_scores[name] = _fid(inception)
+  for mode in turn_modes:
+    logging.info("evaluating %s %s", main_run.name, mode)
+    per_image[main_run.name][mode], _ = evaluate_method(
+      lambda b: main_run.sample(b, num_samples, seed), data(mode), scorer
+    )
 
   # --- Caption-blind baselines (same examples) ---
   for name, fill in baselines.BASELINES.items():
@@ -368,6 +427,7 @@ def run_evaluation(
     "chance": _chance(per_image),
     "valid_rms_threshold": _valid_threshold(per_image),
     "metric_vs_step": curve,
+    "per_turn": _per_turn(per_image[main_run.name], turn_modes, seed),
     "seconds": time.perf_counter() - started,
     # Where the time went; the parts do not overlap, the rest is loading data and FID maths.
     "seconds_by_part": {**seconds_by_part, "metric_vs_step_curve": seconds_curve},
@@ -430,6 +490,49 @@ def _fid(inception_features: dict[str, np.ndarray]) -> dict[str, float]:
     "kid": float(kid_mean),
     "kid_std": float(kid_std),
   }
+
+
+def _per_turn(per_image: dict[str, dict[str, np.ndarray]], turn_modes, seed) -> list[dict]:
+  """Per turn t (Neural Painter's questions, exact on synthetic scenes), bootstrap CIs of:
+
+  compliance_revealed   the first sample right on every attribute told so far (t >= 1);
+  {attr}_when_revealed / {attr}_when_unrevealed   an attribute's compliance over the
+                        inputs that have / have not been told it;
+  unrevealed_distinct   distinct values among the K samples per untold attribute (K > 1);
+  consistency_to_next   of the told attributes the first sample got right at t, the share
+                        still right at t + 1 (same seed, one more turn of text).
+  """
+  from inpainting.metrics import compliance, stats  # noqa: PLC0415
+
+  def interval(values):
+    return stats.bootstrap_ci(values, seed=seed).as_dict() if len(values) else None
+
+  out = []
+  for t, mode in enumerate(turn_modes):
+    values = per_image.get(mode, {})
+    if "compliance_revealed" not in values:
+      return []  # Not synthetic scenes: no exact per-turn metrics.
+    entry = {"turn": t, "compliance_all": interval(values["compliance_all"])}
+    if t > 0:
+      entry["compliance_revealed"] = interval(values["compliance_revealed"])
+    if "unrevealed_distinct" in values and t < len(turn_modes) - 1:
+      entry["unrevealed_distinct"] = interval(values["unrevealed_distinct"])
+    for name in compliance.ATTRIBUTES:
+      told = values[f"revealed_{name}"] == 1
+      hits = values[f"compliance_{name}"]
+      entry[f"{name}_when_revealed"] = interval(hits[told])
+      entry[f"{name}_when_unrevealed"] = interval(hits[~told])
+    if t + 1 < len(turn_modes):
+      after = per_image[turn_modes[t + 1]]
+      names = compliance.ATTRIBUTES
+      right_now = np.stack(
+        [(values[f"revealed_{n}"] == 1) & (values[f"compliance_{n}"] == 1) for n in names]
+      )
+      still = right_now & np.stack([after[f"compliance_{n}"] == 1 for n in names])
+      counted = right_now.sum(0) > 0
+      entry["consistency_to_next"] = interval(still.sum(0)[counted] / right_now.sum(0)[counted])
+    out.append(entry)
+  return out
 
 
 def _chance(per_image) -> dict[str, float]:

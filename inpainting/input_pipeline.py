@@ -247,6 +247,7 @@ class _LoadBatch(grain.transforms.Map):
     random_flip: bool,
     seed: int,
     spec: batching.BatchSpec,
+    text_source: str = "caption",
   ):
     self._seed = seed
     self._spec = spec
@@ -258,6 +259,7 @@ class _LoadBatch(grain.transforms.Map):
     self._caption_mode = caption_mode
     self._random_caption = random_caption
     self._random_flip = random_flip
+    self._text_source = text_source
     self._tokenizer: Tokenizer | None = None
 
   def __getstate__(self):
@@ -284,7 +286,10 @@ class _LoadBatch(grain.transforms.Map):
       picks = (uniforms[:, 0] * counts).astype(np.int64).tolist()
     else:
       picks = [0] * size
-    captions = [e.captions[p] if e.captions else "" for e, p in zip(examples, picks)]
+    if self._text_source == "caption":
+      captions = [e.captions[p] if e.captions else "" for e, p in zip(examples, picks)]
+    else:
+      captions = [batching.conversation_text(e, self._text_source) for e in examples]
     if self._caption_mode == "empty":
       captions = [""] * size
     elif self._caption_mode == "shuffled":
@@ -339,8 +344,8 @@ def create_dataset(
   Args:
     data_dir: a prepared dataset folder (see inpainting/records.py).
     split: "train" or "validation".
-    data_config: `config.data`; uses mask, random_flip, caption, max_caption_length,
-      num_workers and prefetch_batches.
+    data_config: `config.data`; uses mask, random_flip, caption, text_source,
+      max_caption_length, num_workers and prefetch_batches.
     batch_size: the PER-PROCESS batch size (global batch size / process count).
     seed: seeds the shuffle, caption choice, flips and random masks (>= 0).
     train: True: shuffled, repeated forever, every batch full (batches straddle epoch
@@ -383,8 +388,12 @@ def create_dataset(
   if seed < 0:
     raise ValueError(f"seed must be >= 0, got {seed}")
   mask = masks.parse(data_config.mask)
+  text_source = data_config.get("text_source", "caption")
+  batching.parse_text_source(text_source)
 
   reader = RecordReader(paths)
+  if text_source != "caption" and len(reader):  # One-line error now, not in a worker later.
+    batching.conversation_text(records.decode(reader[0]), text_source)
   batch_keys = _BatchKeys(len(reader), batch_size, train, seed, process_index, process_count)
   if train and len(reader) < batch_size * process_count:
     raise ValueError(
@@ -401,6 +410,7 @@ def create_dataset(
     random_flip=bool(data_config.random_flip) and train,
     seed=seed,
     spec=spec,
+    text_source=text_source,
   )
   ds = grain.MapDataset.range(batch_keys.num_batches()).map(load)
 

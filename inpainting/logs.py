@@ -50,16 +50,28 @@ class Progress:
     self.global_batch_size = global_batch_size
     self._last_step = first_step
     self._last_time = time.perf_counter()
+    self._data_wait = 0.0
+
+  def add_data_wait(self, seconds: float) -> None:
+    """Counts time the loop spent blocked on the input pipeline."""
+    self._data_wait += seconds
 
   def update(self, step: int) -> dict[str, float]:
-    """Returns timing scalars since the previous update (step_time, images_per_second)."""
+    """Timing scalars since the previous update: step time, images/s, data-wait share.
+
+    `data_wait_fraction` near 0 means the input pipeline keeps up with the step; near 1,
+    the step waits for data.
+    """
     now = time.perf_counter()
     steps = max(step - self._last_step, 1)
-    step_time = (now - self._last_time) / steps
-    self._last_step, self._last_time = step, now
+    elapsed = max(now - self._last_time, 1e-9)
+    step_time = elapsed / steps
+    wait = self._data_wait
+    self._last_step, self._last_time, self._data_wait = step, now, 0.0
     return {
       "perf/step_time_s": step_time,
       "perf/images_per_second": self.global_batch_size / step_time,
+      "perf/data_wait_fraction": min(wait / elapsed, 1.0),
     }
 
   def line(
@@ -74,7 +86,7 @@ class Progress:
     shown = compact({k: metrics[k] for k in names if k in metrics})
     return (
       f"step {step}/{self.total_steps} | {perf['perf/images_per_second']:.1f} img/s | "
-      f"ETA {_duration(eta)} | {shown}"
+      f"data wait {perf.get('perf/data_wait_fraction', 0.0):.0%} | ETA {_duration(eta)} | {shown}"
     )
 
 

@@ -115,6 +115,71 @@ def _curve(report: dict, path: str) -> bool:
   return True
 
 
+def _per_turn_lines(report: dict) -> list[str]:
+  per_turn = report.get("per_turn") or []
+  if not per_turn:
+    return []
+  columns = [
+    ("compliance_revealed", "told attributes ✓"),
+    ("shape_when_revealed", "shape ✓ (told)"),
+    ("color_when_revealed", "colour ✓ (told)"),
+    ("size_when_revealed", "size ✓ (told)"),
+    ("unrevealed_distinct", "distinct values of untold attributes in K"),
+    ("consistency_to_next", "still right after the next turn"),
+    ("compliance_all", "all three ✓"),
+  ]
+  lines = [
+    "## Turn by turn",
+    "",
+    "Row t: the text of the first t dialogue turns (as the run's text source reads them), "
+    "the same sampling seed in every row. *told*: over the inputs whose first t turns "
+    "named that attribute.",
+    "",
+    "| turn | " + " | ".join(label for _, label in columns) + " |",
+    "|" + "---|" * (len(columns) + 1),
+  ]
+  for entry in per_turn:
+    cells = [_cell(entry.get(key)) for key, _ in columns]
+    lines.append(f"| {entry['turn']} | " + " | ".join(cells) + " |")
+  return [*lines, ""]
+
+
+def _per_turn_curves(report: dict, path: str) -> bool:
+  per_turn = report.get("per_turn") or []
+  if len(per_turn) < 2:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for name, label in (("shape", "shape"), ("color", "colour"), ("size", "size")):
+    points = [(e["turn"], e[f"{name}_when_revealed"]) for e in per_turn]
+    points = [(t, v) for t, v in points if v is not None]
+    turns = [t for t, _ in points]
+    ax.errorbar(
+      turns,
+      [v["mean"] for _, v in points],
+      yerr=[[v["mean"] - v["low"] for _, v in points], [v["high"] - v["mean"] for _, v in points]],
+      marker="o",
+      capsize=3,
+      label=f"{label}, once told",
+    )
+  ax.plot(
+    [e["turn"] for e in per_turn],
+    [e["compliance_all"]["mean"] for e in per_turn],
+    "k--",
+    marker="s",
+    label="all three",
+  )
+  ax.set_xlabel("dialogue turns read")
+  ax.set_ylabel("compliance (first sample)")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_xticks([e["turn"] for e in per_turn])
+  ax.legend(fontsize=8)
+  ax.set_title("Shape vs colour vs size, by turn (95% CI)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def write(out_dir: str, report: dict, grid) -> str:
   """Writes report.md (and its PNGs) into `out_dir`; returns the report's path."""
   lines = [
@@ -151,6 +216,9 @@ def write(out_dir: str, report: dict, grid) -> str:
   lines.append("")
   if _caption_bars(report, os.path.join(out_dir, "caption_effect.png")):
     lines += ["![caption effect](caption_effect.png)", ""]
+  lines += _per_turn_lines(report)
+  if _per_turn_curves(report, os.path.join(out_dir, "per_turn.png")):
+    lines += ["![per turn](per_turn.png)", ""]
   if _curve(report, os.path.join(out_dir, "metric_vs_step.png")):
     lines += ["## Metrics over training", "", "![metric vs step](metric_vs_step.png)", ""]
   if grid is not None:

@@ -32,6 +32,9 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
 # Config fields a resumed run may change: they do not change what the saved state means.
+# Knobs added after runs were written whose off value is not 0/False/"": read as this
+# value when a saved config lacks them.
+ADDED_KNOB_DEFAULTS = {"data.text_source": "caption"}
 RESUMABLE_FIELDS = (
   "num_train_steps",
   "log_every_steps",
@@ -85,9 +88,14 @@ def differing_fields(saved: ml_collections.ConfigDict, new: ml_collections.Confi
   """Fields (dotted) whose values differ and may not change on resume."""
   a, b = _flat(saved), _flat(new)
   changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<absent>") != b.get(k, "<absent>")]
-  # A knob added after the run was written is accepted at its off value (0, False, ""),
-  # which is how the code reads a config that lacks it.
-  changed = [k for k in changed if k in a or b[k] not in (0, 0.0, False, "", None)]
+  # A knob added after the run was written is accepted at its off value (0, False, "", or
+  # the default listed in ADDED_KNOB_DEFAULTS), which is how the code reads a config that
+  # lacks it.
+  changed = [
+    k
+    for k in changed
+    if k in a or (b[k] not in (0, 0.0, False, "", None) and b[k] != ADDED_KNOB_DEFAULTS.get(k))
+  ]
   return [k for k in changed if not any(k == f or k.startswith(f) for f in RESUMABLE_FIELDS)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,17 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from inpainting import checkpointing, images, input_pipeline, logs, masks, records, run, sharding
+from inpainting import (
+  batching,
+  checkpointing,
+  images,
+  input_pipeline,
+  logs,
+  masks,
+  records,
+  run,
+  sharding,
+)
 from inpainting.errors import UserError
 from inpainting.models import registry
 
@@ -157,6 +168,7 @@ def check_config(config: ml_collections.ConfigDict) -> registry.Family:
   family, _ = registry.for_config(config)
   try:
     masks.parse(config.data.mask)
+    batching.parse_text_source(config.data.get("text_source", "caption"))
   except ValueError as error:
     raise UserError(str(error)) from None
   return family
@@ -305,7 +317,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.update(step)  # Evaluation time does not count as training time.
 
       if not done:
+        wait_start = time.perf_counter()
         local_batch = next(train_iter)
+        progress.add_data_wait(time.perf_counter() - wait_start)
         data_state.state = train_iter.get_state()
   finally:
     checkpointer.close()

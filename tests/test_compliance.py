@@ -257,3 +257,63 @@ def test_candidate_renders_equal_rendering_each_candidate_scene():
     _, scene, _ = scenes.generate(5, index)
     slow = [scenes.render(scenes.with_center(scene, *name)) for name in renderer._names]
     np.testing.assert_array_equal(renderer(scene), np.stack(slow), err_msg=f"scene {index}")
+
+
+def _painter(scene_list, told, rng, flip_color=False):
+  """K=3 samples per scene that know the told attributes: sample 0 draws the true class
+  (with flip_color, another colour), samples 1-2 draw random values for untold ones."""
+  choices = {"shape": scenes.SHAPES, "color": tuple(scenes.COLORS), "size": scenes.SIZES}
+  rows = []
+  for k in range(3):
+    classes = []
+    for scene, known in zip(scene_list, told):
+      center = dict(scene["objects"][0])
+      if k > 0:
+        for name in compliance.ATTRIBUTES:
+          if name not in known:
+            center[name] = choices[name][rng.integers(len(choices[name]))]
+      elif flip_color:
+        center["color"] = next(c for c in choices["color"] if c != center["color"])
+      classes.append(_class_of(center))
+    rows.append(_render_classes(scene_list, classes, rng))
+  return np.stack(rows)
+
+
+def test_per_turn_metrics_score_a_perfect_painter_1_and_catch_a_colour_flip(data):
+  from inpainting import evaluate  # noqa: PLC0415
+
+  _, scene_list, mask, renderer = data
+  orders = [
+    [turn["reveals"] for turn in scenes.conversation(7, i, scene)[1]]
+    for i, scene in enumerate(scene_list)
+  ]
+  assert any(order[0] == "color" for order in orders)  # The flip below is caught at turn 1.
+  modes = [f"turn_{t}" for t in range(4)]
+
+  def per_image(flip_at=None):
+    rng = np.random.default_rng(0)
+    out = {}
+    for t, mode in enumerate(modes):
+      told = [set(order[:t]) for order in orders]
+      samples = _painter(scene_list, told, rng, flip_color=t == flip_at)
+      out[mode] = compliance.scene_metrics(samples, scene_list, mask, None, renderer, told)
+    return out
+
+  perfect = evaluate._per_turn(per_image(), modes, seed=0)
+  assert [e["turn"] for e in perfect] == [0, 1, 2, 3]
+  for entry in perfect:
+    if entry["turn"] > 0:
+      assert entry["compliance_revealed"]["mean"] == 1.0
+    if 0 < entry["turn"] < 3:
+      assert entry["consistency_to_next"]["mean"] == 1.0
+    if entry["turn"] < 3:
+      assert entry["unrevealed_distinct"]["mean"] > 1.0  # Untold attributes vary over K.
+  assert perfect[0]["compliance_all"]["mean"] == 1.0  # Sample 0 is the truth throughout.
+  assert perfect[1]["color_when_revealed"]["mean"] == 1.0
+
+  flipped = evaluate._per_turn(per_image(flip_at=2), modes, seed=0)
+  assert flipped[1]["consistency_to_next"]["mean"] < 1.0  # Right colour at 1, wrong at 2.
+  assert flipped[0]["consistency_to_next"] is None  # Nothing told at turn 0.
+  assert flipped[2]["compliance_revealed"]["mean"] < 1.0
+  assert flipped[2]["color_when_unrevealed"]["mean"] == 0.0  # Always the wrong colour.
+  assert "consistency_to_next" not in flipped[3]  # No turn after the last.

@@ -267,3 +267,9 @@ def test_a_knob_added_after_the_run_is_accepted_only_at_its_off_value():
   assert run.differing_fields(saved, same) == []
   same.loss.r1_weight = 1.0
   assert run.differing_fields(saved, same) == ["loss.r1_weight"]
+  # A knob whose off value is a word: read at its listed default.
+  del saved.data.text_source
+  assert run.differing_fields(saved, smoke.get_config()) == []
+  same = smoke.get_config()
+  same.data.text_source = "dialogue"
+  assert run.differing_fields(saved, same) == ["data.text_source"]

@@ -211,3 +211,44 @@ def test_synthetic_records_carry_their_conversation_and_the_tokenizer_learns_it(
   captions_only = str(tmp_path / "captions.model")
   tokenizer.train([c for e in read_split(out, "train") for c in e.captions], captions_only, 64)
   assert tokenizer.UNK_ID in tokenizer.Tokenizer(captions_only).encode([question], 24)[0]
+
+
+def test_text_sources_feed_the_model_the_chosen_part_of_the_conversation(tmp_path):
+  import ml_collections  # noqa: PLC0415
+
+  from configs import common  # noqa: PLC0415
+  from inpainting import batching, input_pipeline  # noqa: PLC0415
+
+  out = str(tmp_path / "synthetic")
+  prepare.prepare(
+    "synthetic", "", out, num_train=6, num_validation=4, vocab_size=64, progress=False
+  )
+  examples = list(read_split(out, "validation"))
+
+  def texts(source):
+    data = ml_collections.ConfigDict(common.base().data.to_dict())
+    data.text_source, data.max_caption_length, data.caption = source, 64, "first"
+    ds = input_pipeline.create_dataset(out, "validation", data, 4, seed=0, train=False)
+    (batch,) = list(ds)
+    return list(batch["caption"])
+
+  assert texts("caption") == [e.captions[0] for e in examples]
+  for example, context, full, two, turns in zip(
+    examples, texts("context"), texts("dialogue"), texts("dialogue:2"), texts("turns")
+  ):
+    said = [f"{t['question']} {t['answer']}" for t in example.dialogue]
+    assert context == example.context_caption == texts("dialogue:0")[examples.index(example)]
+    assert full == " ".join([example.context_caption, *said])
+    assert two == " ".join([example.context_caption, *said[:2]])
+    assert turns == " ".join(said) and example.context_caption not in turns
+    # Only the turns name the centre object's shape (the context never does, unless a
+    # border object shares it).
+    center = example.scene["objects"][0]["shape"]
+    assert center in turns
+
+  with pytest.raises(ValueError, match="unknown text source 'dialog'"):
+    batching.parse_text_source("dialog")
+  # A record without a conversation (other sources, format 1-2): a one-line error.
+  bare = records.Example(id="x", image=examples[0].image, captions=examples[0].captions)
+  with pytest.raises(ValueError, match="needs records with a context caption"):
+    batching.conversation_text(bare, "turns")

@@ -311,3 +311,75 @@ def test_inpaint_errors_are_one_line(case, expected, smoke_run, photo, tmp_path)
   assert "Traceback" not in result.stderr
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr
+
+
+def test_inpaint_dialogue_writes_one_row_per_turn(smoke_run, photo, tmp_path):
+  turns = "what is in the middle?|a star||which colour is it?|it is red"
+  run, texts, batches, samples = inpaint.inpaint_dialogue(
+    smoke_run, photo, "a grey background", inpaint.parse_dialogue(turns), num_samples=2
+  )
+  assert texts == [
+    "a grey background",
+    "a grey background what is in the middle? a star",
+    "a grey background what is in the middle? a star which colour is it? it is red",
+  ]
+  assert [b["caption"][0] for b in batches] == texts
+  assert not np.array_equal(batches[0]["tokens"], batches[2]["tokens"])
+  assert [s.shape for s in samples] == [(2, 1, 64, 64, 3)] * 3
+
+  (tmp_path / "turns.json").write_text(
+    '[{"question": "what is in the middle?", "answer": "a star"}]', encoding="utf-8"
+  )
+  assert inpaint.parse_dialogue(str(tmp_path / "turns.json")) == [
+    {"question": "what is in the middle?", "answer": "a star"}
+  ]
+  out = tmp_path / "turns.png"
+  result = _cli(smoke_run, photo, f"--dialogue={turns}", "--num_samples=2", f"--out={out}")
+  assert result.returncode == 0, result.stderr
+  assert Image.open(out).size == (2 + 4 * 66, 3 * (2 + 66))  # 3 rows: turns 0, 1 and 2
+  assert "row 2 (after 2 turns): what is in the middle? a star which colour" in result.stdout
+
+  bad = _cli(smoke_run, photo, "--dialogue=what is it?||a star", f"--out={out}")
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: --dialogue turn 1")
+
+
+# --- A run that reads the conversation ------------------------------------------------------
+
+
+def test_a_dialogue_run_trains_unchanged_and_is_evaluated_turn_by_turn(
+  tmp_path, data_dir, smoke_config
+):
+  workdir = str(tmp_path / "dialogue_run")
+  config = smoke_config(
+    **{
+      "data.dir": data_dir,
+      "data.text_source": "dialogue",
+      "data.max_caption_length": 64,
+      "num_train_steps": 2,
+      "checkpoint_every_steps": 2,
+    }
+  )
+  train.train_and_evaluate(config, workdir)
+  report = evaluate.run_evaluation(
+    workdir,
+    num_samples=2,
+    max_examples=NUM_EXAMPLES,
+    batch_size=NUM_EXAMPLES,
+    fid="off",
+    curve_examples=NUM_EXAMPLES,
+    heldout_wording=True,  # Rewrites captions: skipped for a conversation reader.
+  )
+  modes = report["metrics"]["vaegan"]
+  assert set(modes) == {"true", "shuffled", "empty", "turn_0", "turn_1", "turn_2", "turn_3"}
+  assert [entry["turn"] for entry in report["per_turn"]] == [0, 1, 2, 3]
+  assert "compliance_revealed" in report["per_turn"][3]
+  assert "unrevealed_distinct" in report["per_turn"][0]
+  assert "consistency_to_next" in report["per_turn"][1]
+  # Turn 3 reads what "true" reads (all turns): the same text, so the same samples.
+  for metric in ("psnr_hole", "compliance_all"):
+    assert modes["turn_3"][metric]["mean"] == pytest.approx(modes["true"][metric]["mean"])
+  out_dir = os.path.join(workdir, "eval", "validation")
+  with open(os.path.join(out_dir, "report.md"), encoding="utf-8") as f:
+    assert "## Turn by turn" in f.read()
+  assert Image.open(os.path.join(out_dir, "per_turn.png")).size[0] > 50

@@ -149,7 +149,12 @@ def test_tensorboard_has_scalars_and_images(reference_runs):
   events = event_accumulator.EventAccumulator(event_file, size_guidance={"images": 0})
   events.Reload()
   scalars = set(events.Tags()["scalars"])
-  for tag in ("perf/images_per_second", "perf/step_time_s", "learning_rate"):
+  for tag in (
+    "perf/images_per_second",
+    "perf/step_time_s",
+    "perf/data_wait_fraction",
+    "learning_rate",
+  ):
     assert any(t.endswith(tag) for t in scalars), (tag, scalars)
   assert any("loss" in t for t in scalars), scalars
   assert any("kl" in t for t in scalars), scalars
@@ -298,6 +303,7 @@ def test_bad_config_is_one_line_error(tmp_path, data_dir, repo_root):
   [
     ({"model.conv_impl": "fast"}, "model.conv_impl must be one of"),
     ({"model.dtype": "fp8"}, "model.dtype must be one of"),
+    ({"data.text_source": "dialog"}, "unknown text source 'dialog'"),
   ],
 )
 def test_bad_model_settings_fail_before_any_work(

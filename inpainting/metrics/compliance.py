@@ -429,6 +429,7 @@ def scene_metrics(
   mask,
   given_scenes: list[dict[str, Any]] | None = None,
   renderer: CandidateRenderer | None = None,
+  revealed: list[set[str]] | None = None,
 ) -> dict[str, np.ndarray]:
   """Per-input metrics of K samples [K, B, 64, 64, 3] on synthetic scenes (float64 [B] each).
 
@@ -437,6 +438,12 @@ def scene_metrics(
   first sample against the given caption's centre object; coverage_distinct_k (K > 1): the
   number of distinct classes among the K samples; valid_object_rate: the fraction of the K
   samples within VALID_RMS_THRESHOLD of their best match.
+
+  With `revealed` (per input, the attributes its text has told so far, as in a dialogue):
+  revealed_{shape,color,size} (1 = told), compliance_revealed (the first sample right on
+  every told attribute; 1 when none is told) and, with K > 1, unrevealed_distinct (the mean
+  over untold attributes of the number of distinct values among the K samples; 0 when all
+  are told).
   """
   predicted = classify_samples(samples, scenes, mask, renderer)
   first = {name: predicted[name][0] for name in ATTRIBUTES}
@@ -452,6 +459,25 @@ def scene_metrics(
   if len(predicted["rms"]) > 1:
     out["coverage_distinct_k"] = distinct_classes(predicted).astype(np.float64)
   out["valid_object_rate"] = (predicted["rms"] <= VALID_RMS_THRESHOLD).mean(0).astype(np.float64)
+  if revealed is not None:
+    if len(revealed) != len(scenes):
+      raise ValueError(f"{len(scenes)} scenes but {len(revealed)} revealed sets")
+    told = {name: np.array([name in r for r in revealed]) for name in ATTRIBUTES}
+    out.update({f"revealed_{name}": told[name].astype(np.float64) for name in ATTRIBUTES})
+    right = np.ones(len(scenes), bool)
+    for name in ATTRIBUTES:
+      right &= ~told[name] | (out[f"compliance_{name}"] == 1)
+    out["compliance_revealed"] = right.astype(np.float64)
+    if len(predicted["rms"]) > 1:
+      distinct = {
+        name: np.array([len(np.unique(predicted[name][:, b])) for b in range(len(scenes))])
+        for name in ATTRIBUTES
+      }
+      untold = np.stack([~told[name] for name in ATTRIBUTES])  # [3, B]
+      counts = np.stack([distinct[name] for name in ATTRIBUTES]) * untold
+      out["unrevealed_distinct"] = np.where(
+        untold.any(0), counts.sum(0) / np.maximum(untold.sum(0), 1), 0.0
+      ).astype(np.float64)
   return out
 
 
