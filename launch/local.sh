@@ -41,7 +41,11 @@ signal_all() {  # signal_all SIGNAL: to every process started (finished ones are
 stop() {  # stop STATUS: forward SIGTERM, wait for the checkpoints, exit with STATUS
   trap 'signal_all KILL' INT TERM
   signal_all TERM
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A second interrupt cuts a `wait` short: wait again until each child is reaped (kill -0
+  # still succeeds on an unreaped, dead child), so none outlives this script as a zombie.
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done
+  done
   exit "$1"
 }
 trap 'stop 130' INT
