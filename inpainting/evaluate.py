@@ -49,6 +49,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 64, "Examples per sampling batch.")
   flags.DEFINE_list("compare", [], "Other workdirs to evaluate side by side (e.g. l2, pix2pix).")
   flags.DEFINE_enum("fid", "auto", ["auto", "on", "off"], "FID/KID: auto = if weights exist.")
+  flags.DEFINE_string(
+    "feature_cache",
+    DEFAULT_FEATURE_CACHE,
+    "Folder of cached Inception features of ground truth and baseline fills ('' = none).",
+  )
   flags.DEFINE_integer(
     "curve_examples", 128, "Examples per checkpoint for the metric-vs-step curve."
   )
@@ -60,6 +65,10 @@ def define_flags() -> None:
   )
   flags.mark_flag_as_required("workdir")
 
+
+# Inception features of inputs that do not depend on the run (ground truth, caption-blind
+# fills), keyed by content: later evaluations of the same examples skip them.
+DEFAULT_FEATURE_CACHE = os.path.join("~", ".cache", "inpainting", "features")
 
 # Caption conditions compared, and the pipeline's caption mode that gives each.
 CAPTION_CONDITIONS = {"true": "first", "shuffled": "shuffled", "empty": "empty"}
@@ -144,7 +153,7 @@ class Scorer:
       {k: np.asarray(v, np.float64) for k, v in self._fidelity(s, truth, mask).items()}
       for s in samples
     ]
-    per_sample_lpips = [self._lpips(s, truth) for s in samples]
+    lpips_values, diversity = self._lpips.score_samples(samples, truth)
     out = {}
     for name in per_sample[0]:
       values = np.stack([p[name] for p in per_sample])
@@ -153,11 +162,11 @@ class Scorer:
       out[name] = values[0]
       higher = self._higher[name.removesuffix("_hole")]
       out[f"{name}_best_of_k"] = values.max(0) if higher else values.min(0)
-    lpips_values = np.stack(per_sample_lpips).astype(np.float64)
+    lpips_values = lpips_values.astype(np.float64)
     out["lpips"] = lpips_values[0]
     out["lpips_best_of_k"] = lpips_values.min(0)
-    if len(samples) > 1:
-      out["diversity_lpips"] = self._lpips.pairwise_diversity(samples).astype(np.float64)
+    if diversity is not None:
+      out["diversity_lpips"] = diversity.astype(np.float64)
     self.seconds["pixel_metrics_and_lpips"] += time.perf_counter() - started
     if self._renderer is None:
       from inpainting.metrics import compliance  # noqa: PLC0415
@@ -238,10 +247,12 @@ def evaluate_method(
   scorer: Scorer,
   features=None,
   real_cache: list | None = None,
+  cache_fakes: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """Runs `complete` (batch -> [K, B, ...]) over batches; returns per-image metrics and,
   if `features` is given, Inception features of the first sample and of the ground truth.
-  `real_cache` keeps the ground truth's features of earlier passes over the same batches."""
+  `real_cache` keeps the ground truth's features of earlier passes over the same batches;
+  `cache_fakes` lets `features` cache the samples' too (for deterministic fills)."""
   real_cache = [] if real_cache is None else real_cache
   metrics: dict[str, list[np.ndarray]] = {}
   fake, real = [], []
@@ -253,10 +264,10 @@ def evaluate_method(
       metrics.setdefault(name, []).append(values)
     if features is not None:
       started = time.perf_counter()
-      fake.append(features(samples[0]))
+      fake.append(features(samples[0], cache=cache_fakes))
       # The ground truth is the same in every pass over the "true" batches: computed once.
       if index == len(real_cache):
-        real_cache.append(features(batch["image"]))
+        real_cache.append(features(batch["image"], cache=True))
       real.append(real_cache[index])
       scorer.seconds["inception"] += time.perf_counter() - started
   per_image = {k: np.concatenate(v) for k, v in metrics.items()}
@@ -283,6 +294,7 @@ def run_evaluation(
   batch_size: int = 64,
   compare: list[str] | tuple[str, ...] = (),
   fid: str = "auto",
+  feature_cache: str = DEFAULT_FEATURE_CACHE,
   curve_examples: int = 128,
   seed: int = 0,
   heldout_wording: bool = False,
@@ -311,7 +323,7 @@ def run_evaluation(
   out_dir = os.path.join(workdir, "eval", eval_name)
   os.makedirs(out_dir, exist_ok=True)
   scorer = Scorer()
-  features = _inception(fid)
+  features = _inception(fid, feature_cache)
   started = time.perf_counter()
 
   from inpainting import batching  # noqa: PLC0415
@@ -380,7 +392,9 @@ def run_evaluation(
     def complete(batch, fill=fill):
       return np.asarray(fill(batch["image"], batch["mask"]))[None]
 
-    values, inception = evaluate_method(complete, data("true"), scorer, features, real_features)
+    values, inception = evaluate_method(
+      complete, data("true"), scorer, features, real_features, cache_fakes=True
+    )
     per_image[f"baseline_{name}"] = {"true": values}
     if inception:
       fid_scores[f"baseline_{name}"] = _fid(inception)
@@ -424,6 +438,8 @@ def run_evaluation(
     "caption_effect": caption_effect,
     "fid_kid": fid_scores,
     "fid_note": "" if features else "FID/KID skipped: run `python -m data_prep.inception_weights`",
+    # Images run through Inception in this evaluation; the rest came from the feature cache.
+    "inception_images_computed": features.computed_images if features else 0,
     "chance": _chance(per_image),
     "valid_rms_threshold": _valid_threshold(per_image),
     "metric_vs_step": curve,
@@ -462,14 +478,14 @@ def _reworded(data_dir, split, run, limit, batch_size, seed):
     raise UserError(f"--heldout_wording: {error}") from None
 
 
-def _inception(mode: str):
+def _inception(mode: str, cache_dir: str = ""):
   if mode == "off":
     return None
   from inpainting.errors import UserError  # noqa: PLC0415
   from inpainting.metrics import inception  # noqa: PLC0415
 
   try:
-    return inception.InceptionFeatures()
+    return inception.InceptionFeatures(cache_dir=os.path.expanduser(cache_dir) or None)
   except UserError:
     if mode == "on":
       raise
@@ -617,6 +633,7 @@ def main(argv):
       batch_size=FLAGS.batch_size,
       compare=FLAGS.compare,
       fid=FLAGS.fid,
+      feature_cache=FLAGS.feature_cache,
       curve_examples=FLAGS.curve_examples,
       seed=FLAGS.seed,
       heldout_wording=FLAGS.heldout_wording,

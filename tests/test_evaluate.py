@@ -69,9 +69,10 @@ def inception_npz(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def evaluation(smoke_run, l2_run, inception_npz):
+def evaluation(smoke_run, l2_run, inception_npz, tmp_path_factory):
   """(returned report, metrics.json, report.md) of the vaegan run compared with l2, with
   FID/KID when the Inception weights could be converted."""
+  feature_cache = str(tmp_path_factory.mktemp("feature_cache"))
   with pytest.MonkeyPatch.context() as patch:
     if inception_npz:
       patch.setenv(inception.NPZ_ENV, inception_npz)
@@ -82,6 +83,7 @@ def evaluation(smoke_run, l2_run, inception_npz):
       batch_size=NUM_EXAMPLES,
       compare=[l2_run],
       fid="on" if inception_npz else "off",
+      feature_cache=feature_cache,
       curve_examples=NUM_EXAMPLES,
     )
   out_dir = os.path.join(smoke_run, "eval", "validation")
@@ -202,6 +204,9 @@ def test_fid_and_kid(evaluation, inception_npz, smoke_run):
   kid, kid_std = inception.kid(real, fake, subset_size=NUM_EXAMPLES // 2)
   assert mean_fill["kid"] == pytest.approx(kid, rel=1e-3, abs=1e-6)
   assert mean_fill["kid_std"] == pytest.approx(kid_std, rel=1e-3, abs=1e-6)
+  # A fresh cache: the ground truth, 2 runs' first samples and 2 fills all went through
+  # the network once.
+  assert saved["inception_images_computed"] == 5 * NUM_EXAMPLES
   logged = read_scalars(smoke_run)
   assert logged["evaluate/validation/vaegan/fid"][6] == pytest.approx(scores["vaegan"]["fid"])
 

@@ -173,3 +173,50 @@ def test_port_matches_fid_helper(fid_helper, tmp_path):
   # The converter's own check (data_prep.inception_weights.verify) uses torch_features:
   # it must be FidHelper's computation too.
   np.testing.assert_allclose(inception_weights.torch_features(module, images), reference, atol=1e-5)
+
+
+def test_feature_cache_is_keyed_by_content_and_weights(tmp_path):
+  model = inception.InceptionV3()
+  calls = []
+
+  def fake_network(images):  # Stands in for the network: the cache logic is under test.
+    calls.append(len(images))
+    return np.tile(images.mean(axis=(1, 2, 3))[:, None], (1, inception.FEATURE_DIM))
+
+  def features_of(model):
+    features = inception.InceptionFeatures(model=model, cache_dir=str(tmp_path / "cache"))
+    features._compute = fake_network
+    return features
+
+  features = features_of(model)
+  levels = np.round((_smooth_noisy_images(3, 16, 16, seed=1) + 1) / 2 * 255)
+  images = (levels / 255 * 2 - 1).astype(np.float32)  # On the 256 levels exactly.
+  first = features(images, cache=True)
+  again = features(images, cache=True)
+  np.testing.assert_array_equal(first, again)
+  assert calls == [3]  # The second call was read from the cache.
+  assert len(os.listdir(tmp_path / "cache")) == 1
+  # Images the network sees the same (equal after quantising to 256 levels) share a key;
+  # a visible change does not.
+  features(images + 1e-3, cache=True)  # A quarter of a level.
+  assert calls == [3]
+  changed = images.copy()
+  changed[0, 0, 0, 0] = -images[0, 0, 0, 0] - 0.5
+  features(changed, cache=True)
+  assert calls == [3, 3]
+  # Without cache=True nothing is read or written.
+  features(images)
+  assert calls == [3, 3, 3] and len(os.listdir(tmp_path / "cache")) == 2
+  # An unreadable entry is recomputed and rewritten.
+  for name in os.listdir(tmp_path / "cache"):
+    (tmp_path / "cache" / name).write_bytes(b"not an array")
+  np.testing.assert_array_equal(features(images, cache=True), first)
+  assert calls == [3, 3, 3, 3]
+  np.testing.assert_array_equal(features(images, cache=True), first)
+  assert calls == [3, 3, 3, 3]
+  # Other weights: another key.
+  other = inception.InceptionV3()
+  conv = other.conv.weight
+  conv[...] = conv[...] + 1.0
+  features_of(other)(images, cache=True)
+  assert len(calls) == 5

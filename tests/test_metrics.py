@@ -170,3 +170,18 @@ def test_paired_bootstrap_ci():
   assert set(interval.as_dict()) == {"mean", "low", "high", "confidence"}
   with pytest.raises(ValueError):
     stats.paired_bootstrap_ci(a, base[:-1])
+
+
+def test_lpips_score_samples_matches_pairs_of_calls(lpips):
+  # The shared-features path against the package's own module, pair by pair.
+  samples = np.stack([_images(3, seed=s) for s in (1, 2, 3)])
+  target = _images(3, seed=9)
+  to_target, diversity = lpips.score_samples(samples, target)
+  assert to_target.shape == (3, 3) and diversity.shape == (3,)
+  expected = np.stack([lpips(s, target) for s in samples])
+  np.testing.assert_allclose(to_target, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(diversity, lpips.pairwise_diversity(samples), rtol=1e-4, atol=1e-6)
+  assert np.all(to_target > 0.01)
+  one, none = lpips.score_samples(samples[:1], target)
+  np.testing.assert_allclose(one, expected[:1], rtol=1e-4, atol=1e-6)
+  assert none is None

@@ -60,6 +60,9 @@ REFINE_CLASSES, REFINE_LEVELS = 1, 2
 # 0.07 RMS (measured: the re-posed renders' grid distances are <= 0.066 before
 # refinement), so refining cannot bring it under VALID_RMS_THRESHOLD. Skipped for speed.
 _REFINE_LIMIT = 0.15
+# Scenes whose right-hand sides share one product with the pose grid (memory: the grid's
+# rows x scenes x K x 10 floats, 86 MB at 16 scenes and K = 16).
+_SCENES_PER_PRODUCT = 16
 
 # valid_object_rate: a sample is a clean rendering of some class when its best match's RMS
 # distance over the hole pixels (and channels, in [-1, 1] units) is at most this.
@@ -283,55 +286,88 @@ def _refine(residual: _Residual, shape: str, size: str, color: int, pose, best: 
   return best
 
 
-def _match_scene(samples: np.ndarray, scene, hole: np.ndarray, renderer) -> tuple:
-  """Best (class id, squared distance) of each of S samples [S, 64, 64, 3] of one scene."""
-  rows, cols = np.nonzero(hole)
-  values = 3 * len(rows)
-  # The hidden pose, exactly as rendered: |c - t|^2 expanded in float64, then the chosen
-  # candidate's distance recomputed directly (so that an exact render scores exactly 0).
-  candidates = images.to_float(renderer(scene)[:, rows, cols]).reshape(NUM_CLASSES, -1)
-  targets = samples[:, rows, cols].reshape(len(samples), -1).astype(np.float64)
-  candidates = candidates.astype(np.float64)
-  exact = np.square(candidates).sum(1)[None] - 2 * targets @ candidates.T
-  best_class = np.argmin(exact, axis=1)
-  best = np.square(candidates[best_class] - targets).sum(1)
+class _SceneMatch:
+  """The matching of S samples [S, 64, 64, 3] of one scene against every class and pose.
 
-  # The pose grid: |d - alpha E_c|^2 = |d|^2 - 2 alpha (d . E_c) + alpha^2 |E_c|^2, summed
-  # over hole pixels, for every grid map and colour at once (d = sample - background,
-  # E_c = colour c - background).
-  alpha, alpha_squared, starts, poses = _pose_grid()
-  background = images.to_float(renderer.background(scene)).astype(np.float64)
-  toward = _COLOR_VALUES[:, None, :] - background[_WINDOW, _WINDOW].reshape(1, -1, 3)
-  residuals = [_Residual(s, background, hole, toward) for s in samples]
-  weight = residuals[0].weight  # The same for every sample.
-  cross = np.stack([np.einsum("pk,cpk->pc", r.difference, toward) for r in residuals], 1)
-  cross = (cross * weight[:, None, None]).reshape(len(weight), -1)  # [1024, S * 10]
-  reach = np.einsum("cpk,cpk->pc", toward, toward) * weight[:, None]  # [1024, 10]
-  grid = (alpha @ cross.astype(np.float32)).reshape(len(alpha), len(samples), -1)
-  grid = (alpha_squared @ reach.astype(np.float32))[:, None, :] - 2 * grid
-  grid += np.asarray([r.total for r in residuals], np.float32)[None, :, None]  # [M, S, 10]
-  num_colors, num_sizes = len(scenes_lib.COLORS), len(scenes_lib.SIZES)
-  groups = range(len(starts) - 1)
-  for s, residual in enumerate(residuals):
-    if best[s] == 0.0:  # Exactly a candidate at the hidden pose: nothing can be nearer.
-      continue
-    # Each (shape, size) group's best grid pose per colour: rows and distances [12, 10].
-    rows_best = np.stack(
-      [starts[g] + np.argmin(grid[starts[g] : starts[g + 1], s], 0) for g in groups]
-    )
-    group_best = grid[rows_best, s, np.arange(num_colors)[None]]
-    far = math.sqrt(max(float(group_best.min()), 0.0) / values) > _REFINE_LIMIT
-    for flat in np.argsort(group_best, axis=None)[: 1 if far else REFINE_CLASSES]:
-      group, color = divmod(int(flat), num_colors)
-      shape_index, size_index = divmod(group, num_sizes)
-      pose = poses[rows_best[group, color]]
-      shape, size = scenes_lib.SHAPES[shape_index], scenes_lib.SIZES[size_index]
-      distance = residual(_alpha(shape, size, *pose), color)  # Exactly, in float64.
-      if not far:
-        distance = _refine(residual, shape, size, color, pose, distance)
-      if distance < best[s]:
-        best[s], best_class[s] = distance, class_id(shape_index, color, size_index)
-  return best_class, best
+  Built in two halves around one shared product: `cross` and `reach` are this scene's
+  right-hand sides for the pose grid; `classify_samples` multiplies the grid by the stacked
+  right-hand sides of a whole batch of scenes at once (the grid is 34 MB, read once per
+  batch instead of once per scene), then `finish` searches poses from the grid's best.
+  """
+
+  def __init__(self, samples: np.ndarray, scene, hole: np.ndarray, renderer):
+    rows, cols = np.nonzero(hole)
+    self.values = 3 * len(rows)
+    # The hidden pose, exactly as rendered: |c - t|^2 expanded in float64, then the chosen
+    # candidate's distance recomputed directly (so that an exact render scores exactly 0).
+    candidates = images.to_float(renderer(scene)[:, rows, cols]).reshape(NUM_CLASSES, -1)
+    targets = samples[:, rows, cols].reshape(len(samples), -1).astype(np.float64)
+    candidates = candidates.astype(np.float64)
+    exact = np.square(candidates).sum(1)[None] - 2 * targets @ candidates.T
+    self.best_class = np.argmin(exact, axis=1)
+    self.best = np.square(candidates[self.best_class] - targets).sum(1)
+
+    # The pose grid: |d - alpha E_c|^2 = |d|^2 - 2 alpha (d . E_c) + alpha^2 |E_c|^2, summed
+    # over hole pixels, for every grid map and colour at once (d = sample - background,
+    # E_c = colour c - background).
+    background = images.to_float(renderer.background(scene)).astype(np.float64)
+    toward = _COLOR_VALUES[:, None, :] - background[_WINDOW, _WINDOW].reshape(1, -1, 3)
+    self.residuals = [_Residual(s, background, hole, toward) for s in samples]
+    weight = self.residuals[0].weight  # The same for every sample.
+    cross = np.stack([np.einsum("pk,cpk->pc", r.difference, toward) for r in self.residuals], 1)
+    self.cross = (cross * weight[:, None, None]).reshape(len(weight), -1).astype(np.float32)
+    reach = np.einsum("cpk,cpk->pc", toward, toward) * weight[:, None]
+    self.reach = reach.astype(np.float32)  # [1024, 10]
+
+  def finish(self, alpha_cross: np.ndarray, alpha_reach: np.ndarray) -> tuple:
+    """Best (class id, squared distance) of each sample, given the grid times `cross`
+    [M, S * 10] and times `reach` [M, 10]."""
+    _, _, starts, poses = _pose_grid()
+    num_samples = len(self.residuals)
+    grid = alpha_reach[:, None, :] - 2 * alpha_cross.reshape(len(alpha_cross), num_samples, -1)
+    grid += np.asarray([r.total for r in self.residuals], np.float32)[None, :, None]  # [M, S, 10]
+    num_colors, num_sizes = len(scenes_lib.COLORS), len(scenes_lib.SIZES)
+    groups = range(len(starts) - 1)
+    best, best_class = self.best, self.best_class
+    for s, residual in enumerate(self.residuals):
+      if best[s] == 0.0:  # Exactly a candidate at the hidden pose: nothing can be nearer.
+        continue
+      # Each (shape, size) group's best grid pose per colour: rows and distances [12, 10].
+      rows_best = np.stack(
+        [starts[g] + np.argmin(grid[starts[g] : starts[g + 1], s], 0) for g in groups]
+      )
+      group_best = grid[rows_best, s, np.arange(num_colors)[None]]
+      far = math.sqrt(max(float(group_best.min()), 0.0) / self.values) > _REFINE_LIMIT
+      for flat in np.argsort(group_best, axis=None)[: 1 if far else REFINE_CLASSES]:
+        group, color = divmod(int(flat), num_colors)
+        shape_index, size_index = divmod(group, num_sizes)
+        pose = poses[rows_best[group, color]]
+        shape, size = scenes_lib.SHAPES[shape_index], scenes_lib.SIZES[size_index]
+        distance = residual(_alpha(shape, size, *pose), color)  # Exactly, in float64.
+        if not far:
+          distance = _refine(residual, shape, size, color, pose, distance)
+        if distance < best[s]:
+          best[s], best_class[s] = distance, class_id(shape_index, color, size_index)
+    return best_class, best
+
+
+def _match_scenes(samples: np.ndarray, scenes, hole: np.ndarray, renderer) -> tuple:
+  """Best (class id, squared distance) [K, B] of samples [K, B, 64, 64, 3] of B scenes."""
+  alpha, alpha_squared, _, _ = _pose_grid()
+  num_samples, batch = samples.shape[:2]
+  chosen = np.zeros((num_samples, batch), np.int64)
+  squared = np.zeros((num_samples, batch), np.float64)
+  for first in range(0, batch, _SCENES_PER_PRODUCT):
+    chunk = range(first, min(batch, first + _SCENES_PER_PRODUCT))
+    matches = [_SceneMatch(samples[:, b], scenes[b], hole[b], renderer) for b in chunk]
+    alpha_cross = alpha @ np.concatenate([m.cross for m in matches], 1)
+    alpha_reach = alpha_squared @ np.concatenate([m.reach for m in matches], 1)
+    width, colors = matches[0].cross.shape[1], len(scenes_lib.COLORS)
+    for i, (b, match) in enumerate(zip(chunk, matches)):
+      chosen[:, b], squared[:, b] = match.finish(
+        alpha_cross[:, i * width : (i + 1) * width], alpha_reach[:, i * colors : (i + 1) * colors]
+      )
+  return chosen, squared
 
 
 def classify_samples(
@@ -356,10 +392,7 @@ def classify_samples(
   if len(scenes) != batch:
     raise ValueError(f"{batch} images but {len(scenes)} scenes")
   renderer = _renderer(renderer)
-  chosen = np.zeros((num_samples, batch), np.int64)
-  squared = np.zeros((num_samples, batch), np.float64)
-  for b, scene in enumerate(scenes):
-    chosen[:, b], squared[:, b] = _match_scene(samples[:, b], scene, hole[b], renderer)
+  chosen, squared = _match_scenes(samples, scenes, hole, renderer)
   predicted = renderer.candidate_index[chosen]  # [K, B, 3]
   out = {name: predicted[..., i] for i, name in enumerate(ATTRIBUTES)}
   out["distance"] = np.sqrt(squared).astype(np.float32)

