@@ -26,7 +26,6 @@ The fields every batch has (leading axis b):
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -133,9 +132,7 @@ def assemble(
     "token_mask": token_mask,
     "id": np.array([e.id for e in examples], dtype=np.str_),
     "caption": np.array(list(captions), dtype=np.str_),
-    "scene": np.array(
-      ["" if e.scene is None else json.dumps(e.scene) for e in examples], dtype=np.str_
-    ),
+    "scene": np.array([e.scene_text() for e in examples], dtype=np.str_),
     "reveals": np.array(
       [",".join(turn.get("reveals", "") for turn in e.dialogue) for e in examples], dtype=np.str_
     ),

@@ -35,18 +35,17 @@ id=Text(), scene=Text(), context_caption=Text(), dialogue=Text())`, so with the 
 metadata beside them the shards open with `tfds.builder_from_directory(folder)` and
 `.as_data_source(split)`, no TensorFlow needed. TFDS ignores `_header`.
 
-`_header` repeats the id, captions, scene, context caption and dialogue for our own reader:
-`decode` reads that first entry and finds the pixels at a fixed distance from the record's
-end, so one example costs one JSON parse and one `np.frombuffer`, as in version 1
-(measured for version 2: 7.0 us per example against version 1's 5.9). Walking the TFDS
-features in Python instead took 11.6 us, and protobuf's parser ~17 us; the whole training
-pipeline spends ~70 us of CPU per example (benchmarks/input_pipeline.py). The repeat costs
-2-8% of the record size (the captions, and synthetic scenes' JSON, against 12 KB of
-pixels). A synthetic scene's context caption and dialogue add 0.8 KB (both copies; 14.4 ->
-15.3 KB) and ~16% to its decoding time (version 3 against version 2 records of the same
-scene, timed in turns on one machine). A record laid out otherwise (e.g. written by
-TFDS's own serialiser, without `_header`) is parsed with protobuf instead: slower, same
-result. Pixels are stored raw rather than as JPEG/PNG for speed too: no image decoding.
+`_header` repeats the id, captions, scene, context caption and dialogue as one JSON object
+(and holds the label, see below). `decode` no longer parses it: it walks the entries in
+Python, keeps the scene's JSON text (the batch carries it as text; `Example.scene` parses it
+on first access), and finds the pixels at a fixed distance from the record's end. On
+format-3 synthetic records, on one 2-core machine in one sitting, that took 19-24 us per
+example against 38-43 us for parsing `_header` and 48 us with protobuf's parser; the
+header's JSON (1.4 KB with the scene and dialogue) was the cost. `_header` is still written,
+so older readers keep working, and is parsed only when it holds a label. Pixels are stored
+raw rather than as JPEG/PNG for speed: no image decoding. A record laid out otherwise (e.g.
+written by TFDS's own serialiser, without `_header`) is parsed with protobuf: slower, same
+result.
 
 Older records are still read by `decode`, with an empty context caption and no dialogue:
 format version 2 (the layout above without the context_caption and dialogue features, also
@@ -92,7 +91,11 @@ TFDS_FILE_FORMAT = "array_record"
 
 @dataclasses.dataclass
 class Example:
-  """One decoded record."""
+  """One decoded record.
+
+  `decode` fills `scene_json` (the scene as stored) and leaves `scene` to be parsed from it
+  on first access: the input pipeline passes the text on and never needs the dict.
+  """
 
   id: str
   image: np.ndarray  # uint8 [64, 64, 3]
@@ -102,6 +105,32 @@ class Example:
   context_caption: str = ""  # what the hole leaves visible (synthetic scenes); "" = none
   # Turns {"question", "answer", "reveals"} in order (see the module docstring); [] = none.
   dialogue: list[dict[str, str]] = dataclasses.field(default_factory=list)
+  scene_json: str = dataclasses.field(default="", repr=False, compare=False)
+
+  def scene_text(self) -> str:
+    """The scene as JSON ("" for none): as stored when decoded, else serialised."""
+    if self.scene_json:
+      return self.scene_json
+    return (
+      ""
+      if self.scene is None
+      else json.dumps(self.scene, ensure_ascii=False, separators=(",", ":"))
+    )
+
+
+def _get_scene(example: Example) -> dict[str, Any] | None:
+  if example._scene is None and example.scene_json:
+    example._scene = json.loads(example.scene_json)
+  return example._scene
+
+
+def _set_scene(example: Example, scene: dict[str, Any] | None) -> None:
+  example._scene = scene
+  example.scene_json = ""  # The stored text no longer describes it.
+
+
+# After the dataclass is built, so that its __init__ assigns through the property.
+Example.scene = property(_get_scene, _set_scene)  # type: ignore[assignment]
 
 
 def check_dialogue(dialogue: Any) -> list[dict[str, str]]:
@@ -209,39 +238,73 @@ class _OtherLayout(Exception):
   """The record is not laid out as `encode` writes it."""
 
 
+def _length_at(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
+  """(length, payload start) of the length-delimited field with `tag` at `pos`."""
+  if buf[pos] != tag:
+    raise _OtherLayout
+  length = buf[pos + 1]
+  if length < 0x80:  # One byte: most fields but the pixels, read without a call.
+    return length, pos + 2
+  return _read_varint(buf, pos + 1)
+
+
+def _entries(buf: bytes, pos: int, end: int) -> dict[bytes, list[tuple[int, int]]]:
+  """{key: [(start, end) of each value]} of the bytes-list map entries in buf[pos:end].
+
+  An entry is (key, Feature(BytesList(values))). `_header` maps to [] unless it holds a
+  label, the one thing the other entries lack: its JSON is not parsed otherwise.
+  """
+  out = {}
+  while pos < end:
+    length, pos = _length_at(buf, pos, _LEN)  # the entry
+    entry_end = pos + length
+    length, pos = _length_at(buf, pos, _LEN)  # its key
+    key = buf[pos : pos + length]
+    pos += length
+    if key == _HEADER and b'"label":' not in buf[pos:entry_end]:
+      out[key], pos = [], entry_end
+      continue
+    _, pos = _length_at(buf, pos, _VALUE)  # the Feature
+    length, pos = _length_at(buf, pos, _LEN)  # its BytesList
+    if pos + length != entry_end:
+      raise _OtherLayout
+    values = []
+    while pos < entry_end:
+      length, pos = _length_at(buf, pos, _LEN)
+      values.append((pos, pos + length))
+      pos += length
+    if pos != entry_end:
+      raise _OtherLayout
+    out[key] = values
+  return out
+
+
 def _decode_ours(buf: bytes) -> Example:
-  """Reads `_header` (the first entry) and the pixels (the last); see the module docstring."""
+  """Reads the entries `encode` writes, skipping `_header` unless it holds a label (the
+  one thing only it has); the pixels are found at their fixed distance from the end."""
   if buf[0] != _LEN:
     raise _OtherLayout
   length, pos = _read_varint(buf, 1)  # Example.features
-  if pos + length != len(buf) or buf[pos] != _LEN:
-    raise _OtherLayout
-  length, pos = _read_varint(buf, pos + 1)  # the first map entry
-  end = pos + length
-  if buf[pos : pos + len(_HEADER_KEY)] != _HEADER_KEY:
-    raise _OtherLayout
-  length, pos = _read_varint(buf, pos + len(_HEADER_KEY))  # its Feature
-  if pos + length != end or buf[pos] != _LEN:
-    raise _OtherLayout
-  length, pos = _read_varint(buf, pos + 1)  # the BytesList
-  if pos + length != end or buf[pos] != _LEN:
-    raise _OtherLayout
-  length, pos = _read_varint(buf, pos + 1)  # its one value
   image_start = len(buf) - _IMAGE_BYTES
-  if pos + length != end or end > image_start - len(_IMAGE_PREFIX):
+  if pos + length != len(buf) or buf[image_start - len(_IMAGE_PREFIX) : image_start] != (
+    _IMAGE_PREFIX
+  ):
     raise _OtherLayout
-  if buf[image_start - len(_IMAGE_PREFIX) : image_start] != _IMAGE_PREFIX:
-    raise _OtherLayout
-  header = json.loads(buf[pos:end])
+  entries = _entries(buf, pos, image_start - len(_IMAGE_PREFIX))
+  header = entries.pop(_HEADER)  # [] when skipped: it holds no label.
+  label = json.loads(buf[header[0][0] : header[0][1]]).get("label") if header else None
+  text = {key: [buf[a:b].decode("utf-8") for a, b in values] for key, values in entries.items()}
+  (image_id,), (scene,) = text[b"id"], text[b"scene"]
+  (context_caption,), (dialogue,) = text.get(b"context_caption", [""]), text.get(b"dialogue", [""])
   image = np.frombuffer(buf, dtype=np.uint8, count=_IMAGE_BYTES, offset=image_start)
   return Example(
-    id=header["id"],
+    id=image_id,
     image=image.reshape(IMAGE_SHAPE),
-    captions=header["captions"],
-    scene=header.get("scene"),
-    label=header.get("label"),
-    context_caption=header.get("context_caption", ""),
-    dialogue=header.get("dialogue", []),
+    captions=text[b"captions"],
+    label=label,
+    context_caption=context_caption,
+    dialogue=json.loads(dialogue) if dialogue else [],
+    scene_json=scene,
   )
 
 

@@ -52,11 +52,16 @@ def test_given_scenes_are_the_scenes_whose_captions_were_given(data_dir, smoke_c
   # Independently of the pipeline's code: each record's own captions, from the shards.
   reader = input_pipeline.RecordReader(records.shard_paths(data_dir, "validation"))
   own = [records.decode(r) for r in reader.read_batch(batch["index"])]
-  captions_of = {json.dumps(e.scene): e.captions for e in own}
+
+  def key(scene):
+    return json.dumps(scene, sort_keys=True)
+
+  captions_of = {key(e.scene): e.captions for e in own}
   for i, example in enumerate(own):
-    assert given[i] != json.dumps(example.scene)  # Another example's caption...
+    given_scene = json.loads(given[i])
+    assert given_scene != example.scene  # Another example's caption...
     assert batch["caption"][i] not in example.captions
-    assert batch["caption"][i] in captions_of[given[i]]  # ...and that example's scene.
+    assert batch["caption"][i] in captions_of[key(given_scene)]  # ...and that example's scene.
 
 
 def test_given_scenes_refuse_another_pairing(data_dir, smoke_config):

@@ -11,7 +11,7 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from data_prep import prepare, tfds_export
-from inpainting import records
+from inpainting import input_pipeline, records
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -153,3 +153,26 @@ def test_encode_is_what_tfds_reads_and_rejects_other_sizes():
     records.encode(records.Example("small", np.zeros((8, 8, 3), np.uint8), ["tiny"]))
   with pytest.raises(ValueError, match="not an inpainting record"):
     records.decode(b"\x0a\x02\x0a\x00")  # An Example with one empty map entry.
+
+
+def test_fast_decode_equals_the_protobuf_parse(synthetic):
+  data_dir, _ = synthetic
+  reader = input_pipeline.RecordReader(records.shard_paths(data_dir, "validation"))
+  raw = reader.read_batch(np.arange(min(len(reader), 16)))
+  for record in raw:
+    fast, reference = records.decode(record), records._decode_any_example(record)
+    assert fast.scene_json and fast.scene_text() == fast.scene_json  # Kept as stored.
+    for field in ("id", "captions", "scene", "label", "context_caption", "dialogue"):
+      assert getattr(fast, field) == getattr(reference, field), field
+    np.testing.assert_array_equal(fast.image, reference.image)
+  # A label lives only in `_header`: such records parse it; a scene set directly wins.
+  drawing = records.Example("d", np.zeros((64, 64, 3), np.uint8), ["a cat"], label="cat")
+  decoded = records.decode(records.encode(drawing))
+  assert (decoded.label, decoded.captions, decoded.scene, decoded.scene_text()) == (
+    "cat",
+    ["a cat"],
+    None,
+    "",
+  )
+  fast.scene = {"objects": []}  # Replacing a decoded scene replaces its text too.
+  assert fast.scene == {"objects": []} and json.loads(fast.scene_text()) == fast.scene
