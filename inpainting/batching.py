@@ -47,6 +47,16 @@ CAPTION_MODES = ("random", "first", "empty", "shuffled")
 TEXT_SOURCES = ("caption", "context", "dialogue", "dialogue:T", "turns", "turns:T")
 
 
+def text_source_of(data_config) -> str:
+  """A data config's text_source; "caption" for runs saved before the knob existed."""
+  return data_config.get("text_source", "caption")
+
+
+def reads_conversation(data_config) -> bool:
+  """Whether a data config's text comes from the context caption and dialogue."""
+  return parse_text_source(text_source_of(data_config))[0] != "caption"
+
+
 def parse_text_source(source: str) -> tuple[str, int | None]:
   """(kind: caption | dialogue | turns, turns kept: None = all) of a data.text_source.
 

@@ -328,8 +328,8 @@ def run_evaluation(
 
   from inpainting import batching  # noqa: PLC0415
 
-  source = config.data.get("text_source", "caption")
-  reads_conversation = batching.parse_text_source(source)[0] != "caption"
+  source = batching.text_source_of(config.data)
+  reads_conversation = batching.reads_conversation(config.data)
 
   def data(mode: str, limit: int = max_examples, run=main_run):
     try:
@@ -343,8 +343,9 @@ def run_evaluation(
       found = batches(data_dir, split, run, CAPTION_CONDITIONS[mode], limit, batch_size)
       if mode != "shuffled":
         return found
-      reads_captions = run.config.data.get("text_source", "caption") == "caption"
-      return _with_given_scenes(found, check_captions=reads_captions)
+      return _with_given_scenes(
+        found, check_captions=not batching.reads_conversation(run.config.data)
+      )
     except ValueError as error:  # A folder without this split or tokenizer: one line.
       raise UserError(str(error)) from None
 

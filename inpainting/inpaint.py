@@ -137,7 +137,7 @@ def inpaint_dialogue(
   from inpainting import batching, records  # noqa: PLC0415
 
   run, pixels, hole = _load_input(workdir, image_path, mask, num_samples, step)
-  source = run.config.data.get("text_source", "caption")
+  source = batching.text_source_of(run.config.data)
   # conversation_text refuses an example without context; " " stands for none.
   example = records.Example(
     id="input", image=pixels, captions=[], context_caption=context or " ", dialogue=turns

@@ -388,7 +388,7 @@ def create_dataset(
   if seed < 0:
     raise ValueError(f"seed must be >= 0, got {seed}")
   mask = masks.parse(data_config.mask)
-  text_source = data_config.get("text_source", "caption")
+  text_source = batching.text_source_of(data_config)
   batching.parse_text_source(text_source)
 
   reader = RecordReader(paths)

@@ -243,8 +243,11 @@ def _length_at(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
   if buf[pos] != tag:
     raise _OtherLayout
   length = buf[pos + 1]
-  if length < 0x80:  # One byte: most fields but the pixels, read without a call.
+  if length < 0x80:  # One or two bytes (under 16 KB): every field but the pixels' entry.
     return length, pos + 2
+  high = buf[pos + 2]
+  if high < 0x80:
+    return (length & 0x7F) | (high << 7), pos + 3
   return _read_varint(buf, pos + 1)
 
 

@@ -168,7 +168,7 @@ def check_config(config: ml_collections.ConfigDict) -> registry.Family:
   family, _ = registry.for_config(config)
   try:
     masks.parse(config.data.mask)
-    batching.parse_text_source(config.data.get("text_source", "caption"))
+    batching.parse_text_source(batching.text_source_of(config.data))
   except ValueError as error:
     raise UserError(str(error)) from None
   return family
