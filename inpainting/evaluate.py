@@ -381,11 +381,21 @@ def run_evaluation(
       per_image[name][mode] = values
       if inception:
         fid_scores[name] = _fid(inception)
+  turn_firsts, turn_masks = [], []  # Each turn's first samples, for background_change.
   for mode in turn_modes:
     logging.info("evaluating %s %s", main_run.name, mode)
-    per_image[main_run.name][mode], _ = evaluate_method(
-      lambda b: main_run.sample(b, num_samples, seed), data(mode), scorer
-    )
+    firsts, holes = [], []
+
+    def complete(batch, firsts=firsts, holes=holes):
+      samples = np.asarray(main_run.sample(batch, num_samples, seed))
+      firsts.append(samples[0])
+      holes.append(batch["mask"])
+      return samples
+
+    per_image[main_run.name][mode], _ = evaluate_method(complete, data(mode), scorer)
+    turn_firsts.append(np.concatenate(firsts))
+    turn_masks.append(np.concatenate(holes))
+  _add_background_change(per_image[main_run.name], turn_modes, turn_firsts, turn_masks)
 
   # --- Caption-blind baselines (same examples) ---
   for name, fill in baselines.BASELINES.items():
@@ -509,6 +519,19 @@ def _fid(inception_features: dict[str, np.ndarray]) -> dict[str, float]:
   }
 
 
+def _add_background_change(per_mode, turn_modes, firsts, masks) -> None:
+  """Adds `background_change_to_next` [N] to turn t < T: how much the first sample's
+  background-only hole pixels change at turn t + 1 (synthetic scenes only)."""
+  if not turn_modes or "compliance_revealed" not in per_mode[turn_modes[0]]:
+    return
+  from inpainting.metrics import compliance  # noqa: PLC0415
+
+  for t in range(len(turn_modes) - 1):
+    change = compliance.background_change(firsts[t], firsts[t + 1], masks[t])
+    if change is not None:
+      per_mode[turn_modes[t]]["background_change_to_next"] = change
+
+
 def _per_turn(per_image: dict[str, dict[str, np.ndarray]], turn_modes, seed) -> list[dict]:
   """Per turn t (Neural Painter's questions, exact on synthetic scenes), bootstrap CIs of:
 
@@ -517,7 +540,9 @@ def _per_turn(per_image: dict[str, dict[str, np.ndarray]], turn_modes, seed) -> 
                         inputs that have / have not been told it;
   unrevealed_distinct   distinct values among the K samples per untold attribute (K > 1);
   consistency_to_next   of the told attributes the first sample got right at t, the share
-                        still right at t + 1 (same seed, one more turn of text).
+                        still right at t + 1 (same seed, one more turn of text);
+  background_change_to_next   mean change, in 8-bit levels, of the first sample's hole
+                        pixels that no centre object can cover, from t to t + 1.
   """
   from inpainting.metrics import compliance, stats  # noqa: PLC0415
 
@@ -548,6 +573,8 @@ def _per_turn(per_image: dict[str, dict[str, np.ndarray]], turn_modes, seed) -> 
       still = right_now & np.stack([after[f"compliance_{n}"] == 1 for n in names])
       counted = right_now.sum(0) > 0
       entry["consistency_to_next"] = interval(still.sum(0)[counted] / right_now.sum(0)[counted])
+      if "background_change_to_next" in values:
+        entry["background_change_to_next"] = interval(values["background_change_to_next"])
     out.append(entry)
   return out
 

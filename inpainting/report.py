@@ -126,6 +126,7 @@ def _per_turn_lines(report: dict) -> list[str]:
     ("size_when_revealed", "size ✓ (told)"),
     ("unrevealed_distinct", "distinct values of untold attributes in K"),
     ("consistency_to_next", "still right after the next turn"),
+    ("background_change_to_next", "background change at the next turn (levels)"),
     ("compliance_all", "all three ✓"),
   ]
   lines = [

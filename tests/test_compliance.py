@@ -292,11 +292,13 @@ def test_per_turn_metrics_score_a_perfect_painter_1_and_catch_a_colour_flip(data
 
   def per_image(flip_at=None):
     rng = np.random.default_rng(0)
-    out = {}
+    out, firsts = {}, []
     for t, mode in enumerate(modes):
       told = [set(order[:t]) for order in orders]
       samples = _painter(scene_list, told, rng, flip_color=t == flip_at)
       out[mode] = compliance.scene_metrics(samples, scene_list, mask, None, renderer, told)
+      firsts.append(samples[0])
+    evaluate._add_background_change(out, modes, firsts, [mask] * len(modes))
     return out
 
   perfect = evaluate._per_turn(per_image(), modes, seed=0)
@@ -306,6 +308,8 @@ def test_per_turn_metrics_score_a_perfect_painter_1_and_catch_a_colour_flip(data
       assert entry["compliance_revealed"]["mean"] == 1.0
     if 0 < entry["turn"] < 3:
       assert entry["consistency_to_next"]["mean"] == 1.0
+    if entry["turn"] < 3:  # Fresh poses each turn, the background untouched.
+      assert entry["background_change_to_next"]["mean"] == 0.0
     if entry["turn"] < 3:
       assert entry["unrevealed_distinct"]["mean"] > 1.0  # Untold attributes vary over K.
   assert perfect[0]["compliance_all"]["mean"] == 1.0  # Sample 0 is the truth throughout.
@@ -317,3 +321,38 @@ def test_per_turn_metrics_score_a_perfect_painter_1_and_catch_a_colour_flip(data
   assert flipped[2]["compliance_revealed"]["mean"] < 1.0
   assert flipped[2]["color_when_unrevealed"]["mean"] == 0.0  # Always the wrong colour.
   assert "consistency_to_next" not in flipped[3]  # No turn after the last.
+  assert "background_change_to_next" not in flipped[3]
+
+
+def test_background_change_is_zero_for_any_centre_object_and_sees_a_redrawn_background(data):
+  _, scene_list, mask, _ = data
+  rng = np.random.default_rng(3)
+  # Every class, each in a fresh pose at each "turn": the background-only pixels are the
+  # scene's background, untouched by any centre object, so they never change.
+  all_classes = [
+    (shape, color, size)
+    for shape in scenes.SHAPES
+    for color in scenes.COLORS
+    for size in scenes.SIZES
+  ]
+  turns = [
+    _render_classes(
+      scene_list, [all_classes[(i * 7 + t * 13) % 120] for i in range(NUM_SCENES)], rng
+    )
+    for t in range(4)
+  ]
+  for before, after in zip(turns, turns[1:]):
+    assert np.any(before != after)  # Other objects were drawn...
+    np.testing.assert_array_equal(compliance.background_change(before, after, mask), 0.0)
+  # ...but a painter that brightens its background by 10 levels is seen, by that much.
+  shifted = turns[1].copy()
+  region = np.zeros((64, 64), bool)
+  region[16:48, 16:48] = compliance.background_only_window()
+  shifted[:, region] = np.clip(shifted[:, region] + 10 / 127.5, -1, 1)
+  change = compliance.background_change(turns[1], shifted, mask)
+  assert np.all(change > 5) and np.all(change <= 10 + 1e-6)
+  assert compliance.background_only_window().sum() > 50  # The four corners of the hole.
+  # A hole with no background-only pixel (a small box in the middle): no figure.
+  small = np.zeros_like(mask)
+  small[:, 28:36, 28:36] = 1.0
+  assert compliance.background_change(turns[0], turns[1], small) is None

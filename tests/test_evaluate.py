@@ -381,6 +381,9 @@ def test_a_dialogue_run_trains_unchanged_and_is_evaluated_turn_by_turn(
   assert "compliance_revealed" in report["per_turn"][3]
   assert "unrevealed_distinct" in report["per_turn"][0]
   assert "consistency_to_next" in report["per_turn"][1]
+  change = report["per_turn"][0]["background_change_to_next"]
+  assert 0.0 <= change["low"] <= change["mean"] <= change["high"]
+  assert "background_change_to_next" not in report["per_turn"][3]
   # Turn 3 reads what "true" reads (all turns): the same text, so the same samples.
   for metric in ("psnr_hole", "compliance_all"):
     assert modes["turn_3"][metric]["mean"] == pytest.approx(modes["true"][metric]["mean"])

@@ -456,6 +456,37 @@ def describes_center(caption: str, scene: dict[str, Any]) -> bool:
   return f" {phrase} " in f" {words} "
 
 
+@functools.cache
+def background_only_window() -> np.ndarray:
+  """bool [32, 32]: the centre window's pixels that no centre object covers at any grid
+  pose of any class, less a one-pixel margin (poses between grid points). Border objects
+  never reach into the window, so there a scene is its background alone."""
+  alpha, _, _, _ = _pose_grid()
+  free = (alpha.max(axis=0) == 0).reshape(_WINDOW_SIZE, _WINDOW_SIZE)
+  padded = np.pad(free, 1, constant_values=True)
+  eroded = np.ones_like(free)
+  for dy in (0, 1, 2):
+    for dx in (0, 1, 2):
+      eroded &= padded[dy : dy + _WINDOW_SIZE, dx : dx + _WINDOW_SIZE]
+  return eroded
+
+
+def background_change(before, after, mask) -> np.ndarray | None:
+  """Mean absolute change, in 8-bit levels, between two completions of the same inputs
+  ([B, 64, 64, 3] in [-1, 1]) over the hole's background-only pixels (see
+  `background_only_window`): what a painter redraws that no turn's words are about.
+  None when some input's hole has no such pixel."""
+  region = np.zeros((scenes_lib.IMAGE_SIZE, scenes_lib.IMAGE_SIZE), bool)
+  region[_WINDOW, _WINDOW] = background_only_window()
+  hole = np.asarray(mask, np.float32).reshape(len(before), *region.shape) > 0.5
+  where = hole & region[None]
+  counts = where.sum(axis=(1, 2))
+  if counts.min() == 0:
+    return None
+  change = np.abs(np.asarray(after, np.float64) - np.asarray(before, np.float64)).mean(-1)
+  return (change * where).sum(axis=(1, 2)) / counts * 127.5
+
+
 def scene_metrics(
   samples,
   scenes: list[dict[str, Any]],
