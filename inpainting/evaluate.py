@@ -382,6 +382,7 @@ def run_evaluation(
       if inception:
         fid_scores[name] = _fid(inception)
   turn_firsts, turn_masks = [], []  # Each turn's first samples, for background_change.
+  truths = []  # The ground truth of the first batch, for the turn strips.
   for mode in turn_modes:
     logging.info("evaluating %s %s", main_run.name, mode)
     firsts, holes = [], []
@@ -390,6 +391,8 @@ def run_evaluation(
       samples = np.asarray(main_run.sample(batch, num_samples, seed))
       firsts.append(samples[0])
       holes.append(batch["mask"])
+      if not truths:
+        truths.append(batch["image"])
       return samples
 
     per_image[main_run.name][mode], _ = evaluate_method(complete, data(mode), scorer)
@@ -462,7 +465,8 @@ def run_evaluation(
   _write_json(os.path.join(out_dir, "metrics.json"), report)
   from inpainting import report as report_lib  # noqa: PLC0415
 
-  report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed))
+  strips = _turn_strips(turn_firsts, turn_masks, truths[0]) if turn_firsts else None
+  report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed), strips)
   _tensorboard(workdir, eval_name, report)
   return report
 
@@ -613,6 +617,18 @@ def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
       point["compliance_all"] = float(values["compliance_all"].mean())
     curve.append(point)
   return curve
+
+
+def _turn_strips(firsts, masks, truth, rows: int = 8) -> np.ndarray:
+  """uint8 image: per input, the border (hole grey) | the first sample after each turn |
+  the ground truth, for the first `rows` inputs."""
+  from inpainting import images  # noqa: PLC0415
+
+  count = min(rows, len(truth))
+  border = truth[:count] * (1.0 - masks[0][:count])  # 0 is mid grey in [-1, 1].
+  columns = [border, *(first[:count] for first in firsts), truth[:count]]
+  strips = np.concatenate(columns, axis=2)  # [count, 64, 64 * columns, 3]
+  return images.to_uint8(np.concatenate(list(strips), axis=0))
 
 
 def _grid(run, data, num_samples, seed):

@@ -102,12 +102,22 @@ def _duration(seconds: float) -> str:
 
 class _QuietLibraries(logging_std.Filter):
   """Drops INFO chatter of orbax and grain (their warnings and errors still show), JAX's
-  note that it found no TPU (which greets every CPU or GPU user) and orbax's note that a
-  checkpoint folder opened for reading is read-only."""
+  note that it found no TPU (which greets every CPU or GPU user), orbax's note that a
+  checkpoint folder opened for reading is read-only, and its warning that the data
+  iterator's state was not restored (evaluation and inference restore the model only)."""
+
+  _EXPECTED = (
+    "Unable to initialize backend",
+    "directory is read only",
+    'Item "data" was found in the checkpoint, but could not be restored',
+  )
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    message = str(record.msg)
-    if "Unable to initialize backend" in message or "directory is read only" in message:
+    try:
+      message = record.getMessage()
+    except (TypeError, ValueError):  # Arguments that do not fit the format: the raw text.
+      message = str(record.msg)
+    if any(expected in message for expected in self._EXPECTED):
       return False
     noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
     return record.levelno >= logging_std.WARNING or not noisy

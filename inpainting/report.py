@@ -181,8 +181,9 @@ def _per_turn_curves(report: dict, path: str) -> bool:
   return True
 
 
-def write(out_dir: str, report: dict, grid) -> str:
-  """Writes report.md (and its PNGs) into `out_dir`; returns the report's path."""
+def write(out_dir: str, report: dict, grid, turn_strips=None) -> str:
+  """Writes report.md (and its PNGs) into `out_dir`; returns the report's path.
+  `turn_strips` (uint8, optional): one row per input, one column per turn."""
   lines = [
     f"# Evaluation of {report['workdir']}",
     "",
@@ -220,6 +221,14 @@ def write(out_dir: str, report: dict, grid) -> str:
   lines += _per_turn_lines(report)
   if _per_turn_curves(report, os.path.join(out_dir, "per_turn.png")):
     lines += ["![per turn](per_turn.png)", ""]
+  if turn_strips is not None:
+    images.save_png(os.path.join(out_dir, "turn_samples.png"), turn_strips)
+    lines += [
+      "Turn by turn, first sample: border | after turn 0, 1, ... | ground truth",
+      "",
+      "![turn samples](turn_samples.png)",
+      "",
+    ]
   if _curve(report, os.path.join(out_dir, "metric_vs_step.png")):
     lines += ["## Metrics over training", "", "![metric vs step](metric_vs_step.png)", ""]
   if grid is not None:

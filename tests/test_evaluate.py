@@ -384,6 +384,11 @@ def test_a_dialogue_run_trains_unchanged_and_is_evaluated_turn_by_turn(
   change = report["per_turn"][0]["background_change_to_next"]
   assert 0.0 <= change["low"] <= change["mean"] <= change["high"]
   assert "background_change_to_next" not in report["per_turn"][3]
+  # One strip per input: border, turns 0-3, ground truth.
+  strips = Image.open(os.path.join(report["out_dir"], "turn_samples.png"))
+  assert strips.size == (64 * 6, 64 * min(8, NUM_EXAMPLES))
+  with open(os.path.join(report["out_dir"], "report.md"), encoding="utf-8") as f:
+    assert "turn_samples.png" in f.read()
   # Turn 3 reads what "true" reads (all turns): the same text, so the same samples.
   for metric in ("psnr_hole", "compliance_all"):
     assert modes["turn_3"][metric]["mean"] == pytest.approx(modes["true"][metric]["mean"])

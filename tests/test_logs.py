@@ -20,3 +20,22 @@ def test_data_wait_fraction_counts_only_the_pipeline_wait():
   time.sleep(0.02)
   assert progress.update(step=3)["perf/data_wait_fraction"] == 0.0
   assert "data wait" in progress.line(3, perf, {}, ())
+
+
+def test_quiet_libraries_drop_expected_notes_and_keep_other_warnings():
+  import logging as logging_std  # noqa: PLC0415
+
+  quiet = logs._QuietLibraries()
+
+  def record(message, level=logging_std.WARNING, path="/x/orbax/checkpoint/y.py", args=()):
+    return logging_std.LogRecord("absl", level, path, 1, message, args, None)
+
+  assert not quiet.filter(
+    record(
+      'Item "%s" was found in the checkpoint, but could not be restored. Please provide a `CheckpointHandlerRegistry`',
+      args=("data",),
+    )
+  )
+  assert not quiet.filter(record("orbax progress", level=logging_std.INFO))
+  assert quiet.filter(record('Item "state" was lost'))  # Other orbax warnings still show.
+  assert quiet.filter(record("our own note", level=logging_std.INFO, path="/x/inpainting/z.py"))
