@@ -23,7 +23,8 @@ def base() -> ml_collections.ConfigDict:
   c.data.random_flip = False  # Horizontal flip augmentation (captions may say left/right).
   c.data.caption = "random"  # random (one per epoch) | first | empty | shuffled.
   # What the model reads as its caption: caption | context | dialogue | dialogue:T | turns
-  # (inpainting/batching.py). The conversation ones need synthetic format-3 or VisDial
+  # | turns:T, or dialogue:any / turns:any (a random prefix per example in training; see
+  # inpainting/batching.py). The conversation ones need synthetic format-3 or VisDial
   # records, and dialogue is ~60 tokens: raise max_caption_length to 64 with it.
   c.data.text_source = "caption"
   c.data.num_workers = 0  # Grain worker processes; 0 = decode in the main process.

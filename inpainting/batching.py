@@ -44,7 +44,18 @@ CAPTION_MODES = ("random", "first", "empty", "shuffled")
 #   dialogue:T   the context caption, then the first T turns (dialogue:0 = context)
 #   turns        every turn without the context: only what the dialogue says of the hole
 #   turns:T      the first T turns without the context
-TEXT_SOURCES = ("caption", "context", "dialogue", "dialogue:T", "turns", "turns:T")
+#   dialogue:any, turns:any   in training, each example's first T turns with T drawn
+#                uniformly from 0..all (so partial conversations are seen); otherwise all
+TEXT_SOURCES = (
+  "caption",
+  "context",
+  "dialogue",
+  "dialogue:T",
+  "dialogue:any",
+  "turns",
+  "turns:T",
+  "turns:any",
+)
 
 
 def text_source_of(data_config) -> str:
@@ -70,7 +81,14 @@ def parse_text_source(source: str) -> tuple[str, int | None]:
   kind, _, count = source.partition(":")
   if kind in ("dialogue", "turns") and count.isdigit():
     return kind, int(count)
+  if kind in ("dialogue", "turns") and count == "any":
+    return kind, None
   raise ValueError(f"unknown text source {source!r}; choose one of {', '.join(TEXT_SOURCES)}")
+
+
+def draws_turns(source: str) -> bool:
+  """Whether training reads a random prefix of each conversation (`...:any`)."""
+  return source.endswith(":any")
 
 
 def text_at_turn(source: str, turn: int) -> str:
@@ -80,13 +98,15 @@ def text_at_turn(source: str, turn: int) -> str:
   return f"{'turns' if kind == 'turns' else 'dialogue'}:{turn}"
 
 
-def conversation_text(example: records.Example, source: str) -> str:
-  """The text `source` (not "caption") makes of a record's context caption and dialogue.
+def conversation_text(example: records.Example, source: str, num_turns: int | None = None) -> str:
+  """The text `source` (not "caption") makes of a record's context caption and dialogue;
+  `num_turns` overrides how many turns it keeps (a drawn prefix, see `draws_turns`).
 
   Raises:
     ValueError: (one line) the record has no conversation.
   """
-  kind, num_turns = parse_text_source(source)
+  kind, kept = parse_text_source(source)
+  num_turns = kept if num_turns is None else num_turns
   if not example.context_caption:
     raise ValueError(
       f"data.text_source={source!r} needs records with a context caption and dialogue "

@@ -289,7 +289,14 @@ class _LoadBatch(grain.transforms.Map):
     if self._text_source == "caption":
       captions = [e.captions[p] if e.captions else "" for e, p in zip(examples, picks)]
     else:
-      captions = [batching.conversation_text(e, self._text_source) for e in examples]
+      # A `...:any` source in training: a prefix of 0..all turns from the same uniform
+      # (conversation sources pick no caption); evaluation reads every turn.
+      kept = [None] * size
+      if self._random_caption and batching.draws_turns(self._text_source):
+        kept = [int(u * (len(e.dialogue) + 1)) for u, e in zip(uniforms[:, 0], examples)]
+      captions = [
+        batching.conversation_text(e, self._text_source, k) for e, k in zip(examples, kept)
+      ]
     if self._caption_mode == "empty":
       captions = [""] * size
     elif self._caption_mode == "shuffled":

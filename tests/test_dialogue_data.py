@@ -246,8 +246,36 @@ def test_text_sources_feed_the_model_the_chosen_part_of_the_conversation(tmp_pat
     center = example.scene["objects"][0]["shape"]
     assert center in turns
 
+  # turns:any reads every turn outside training; in training, each example a prefix of
+  # 0..3 turns, fixed by its stream position (the same batch twice: the same texts).
+  assert texts("turns:any") == texts("turns")
+  data = ml_collections.ConfigDict(common.base().data.to_dict())
+  data.text_source, data.max_caption_length = "turns:any", 64
+  out_train = str(tmp_path / "synthetic_train")
+  prepare.prepare(
+    "synthetic", "", out_train, num_train=64, num_validation=4, vocab_size=64, progress=False
+  )
+  by_id = {e.id: e for e in read_split(out_train, "train")}
+
+  def training_texts():
+    ds = input_pipeline.create_dataset(out_train, "train", data, 32, seed=3, train=True)
+    batches = [batch for _, batch in zip(range(2), ds)]
+    return [(i, c) for b in batches for i, c in zip(b["id"], b["caption"])]
+
+  drawn = training_texts()
+  assert drawn == training_texts()
+  lengths = []
+  for example_id, text in drawn:
+    said = [f"{t['question']} {t['answer']}" for t in by_id[example_id].dialogue]
+    prefixes = [" ".join(said[:n]) for n in range(len(said) + 1)]
+    assert text in prefixes, text
+    lengths.append(prefixes.index(text))
+  assert set(lengths) == {0, 1, 2, 3}  # Every prefix length is drawn.
+
   with pytest.raises(ValueError, match="unknown text source 'dialog'"):
     batching.parse_text_source("dialog")
+  with pytest.raises(ValueError, match="unknown text source 'turns:some'"):
+    batching.parse_text_source("turns:some")
   # A record without a conversation (other sources, format 1-2): a one-line error.
   bare = records.Example(id="x", image=examples[0].image, captions=examples[0].captions)
   with pytest.raises(ValueError, match="needs records with a context caption"):
