@@ -58,9 +58,13 @@ TEXT_SOURCES = (
 )
 
 
+# data.text_source of runs saved before the knob existed (run.ADDED_KNOB_DEFAULTS).
+DEFAULT_TEXT_SOURCE = "caption"
+
+
 def text_source_of(data_config) -> str:
-  """A data config's text_source; "caption" for runs saved before the knob existed."""
-  return data_config.get("text_source", "caption")
+  """A data config's text_source; DEFAULT_TEXT_SOURCE for runs saved before the knob."""
+  return data_config.get("text_source", DEFAULT_TEXT_SOURCE)
 
 
 def reads_conversation(data_config) -> bool:

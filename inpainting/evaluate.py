@@ -381,24 +381,24 @@ def run_evaluation(
       per_image[name][mode] = values
       if inception:
         fid_scores[name] = _fid(inception)
-  turn_firsts, turn_masks = [], []  # Each turn's first samples, for background_change.
-  truths = []  # The ground truth of the first batch, for the turn strips.
-  for mode in turn_modes:
+  # Each turn's first samples; the holes and ground truth are the same in every turn.
+  turn_firsts, holes, truths = [], [], []
+  for turn, mode in enumerate(turn_modes):
     logging.info("evaluating %s %s", main_run.name, mode)
-    firsts, holes = [], []
+    firsts = []
 
-    def complete(batch, firsts=firsts, holes=holes):
+    def complete(batch, firsts=firsts, turn=turn):
       samples = np.asarray(main_run.sample(batch, num_samples, seed))
       firsts.append(samples[0])
-      holes.append(batch["mask"])
-      if not truths:
+      if turn == 0:
+        holes.append(batch["mask"])
         truths.append(batch["image"])
       return samples
 
     per_image[main_run.name][mode], _ = evaluate_method(complete, data(mode), scorer)
     turn_firsts.append(np.concatenate(firsts))
-    turn_masks.append(np.concatenate(holes))
-  _add_background_change(per_image[main_run.name], turn_modes, turn_firsts, turn_masks)
+  hole = np.concatenate(holes) if holes else None
+  _add_background_change(per_image[main_run.name], turn_modes, turn_firsts, hole)
 
   # --- Caption-blind baselines (same examples) ---
   for name, fill in baselines.BASELINES.items():
@@ -465,7 +465,7 @@ def run_evaluation(
   _write_json(os.path.join(out_dir, "metrics.json"), report)
   from inpainting import report as report_lib  # noqa: PLC0415
 
-  strips = _turn_strips(turn_firsts, turn_masks, truths[0]) if turn_firsts else None
+  strips = _turn_strips(turn_firsts, hole, np.concatenate(truths)) if turn_firsts else None
   report_lib.write(out_dir, report, _grid(main_run, data, num_samples, seed), strips)
   _tensorboard(workdir, eval_name, report)
   return report
@@ -523,15 +523,16 @@ def _fid(inception_features: dict[str, np.ndarray]) -> dict[str, float]:
   }
 
 
-def _add_background_change(per_mode, turn_modes, firsts, masks) -> None:
+def _add_background_change(per_mode, turn_modes, firsts, mask) -> None:
   """Adds `background_change_to_next` [N] to turn t < T: how much the first sample's
-  background-only hole pixels change at turn t + 1 (synthetic scenes only)."""
+  background-only hole pixels (of `mask`, the same in every turn) change at turn t + 1
+  (synthetic scenes only)."""
   if not turn_modes or "compliance_revealed" not in per_mode[turn_modes[0]]:
     return
   from inpainting.metrics import compliance  # noqa: PLC0415
 
   for t in range(len(turn_modes) - 1):
-    change = compliance.background_change(firsts[t], firsts[t + 1], masks[t])
+    change = compliance.background_change(firsts[t], firsts[t + 1], mask)
     if change is not None:
       per_mode[turn_modes[t]]["background_change_to_next"] = change
 
@@ -619,13 +620,13 @@ def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
   return curve
 
 
-def _turn_strips(firsts, masks, truth, rows: int = 8) -> np.ndarray:
+def _turn_strips(firsts, mask, truth, rows: int = 8) -> np.ndarray:
   """uint8 image: per input, the border (hole grey) | the first sample after each turn |
   the ground truth, for the first `rows` inputs."""
   from inpainting import images  # noqa: PLC0415
 
   count = min(rows, len(truth))
-  border = truth[:count] * (1.0 - masks[0][:count])  # 0 is mid grey in [-1, 1].
+  border = truth[:count] * (1.0 - mask[:count])  # 0 is mid grey in [-1, 1].
   columns = [border, *(first[:count] for first in firsts), truth[:count]]
   strips = np.concatenate(columns, axis=2)  # [count, 64, 64 * columns, 3]
   return images.to_uint8(np.concatenate(list(strips), axis=0))

@@ -190,11 +190,8 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     shift += 7
 
 
-# The first bytes of an entry up to its value's payload, in the order `_entry` writes them.
-_HEADER_KEY = _field(_HEADER)[:2] + _HEADER + bytes([_VALUE])
 # The image entry but its pixels: constant, since the pixel count is.
 _IMAGE_PREFIX = _entry(b"image", [bytes(_IMAGE_BYTES)])[:-_IMAGE_BYTES]
-_IMAGE_TAIL = len(_IMAGE_PREFIX) + _IMAGE_BYTES
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -242,8 +239,10 @@ def _length_at(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
   """(length, payload start) of the length-delimited field with `tag` at `pos`."""
   if buf[pos] != tag:
     raise _OtherLayout
+  # Lengths of one byte (< 128) or two (< 16 KB, the pixels' entry included) are read
+  # inline; `_read_varint` takes the rest.
   length = buf[pos + 1]
-  if length < 0x80:  # One or two bytes (under 16 KB): every field but the pixels' entry.
+  if length < 0x80:
     return length, pos + 2
   high = buf[pos + 2]
   if high < 0x80:

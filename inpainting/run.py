@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from inpainting import checkpointing, logs, records
+from inpainting import batching, checkpointing, logs, records
 from inpainting.errors import UserError
 from inpainting.models import registry
 from inpainting.tokenizer import Tokenizer
@@ -34,7 +34,7 @@ CORRUPT_DIR = "corrupt_checkpoints"
 # Config fields a resumed run may change: they do not change what the saved state means.
 # Knobs added after runs were written whose off value is not 0/False/"": read as this
 # value when a saved config lacks them.
-ADDED_KNOB_DEFAULTS = {"data.text_source": "caption"}
+ADDED_KNOB_DEFAULTS = {"data.text_source": batching.DEFAULT_TEXT_SOURCE}
 RESUMABLE_FIELDS = (
   "num_train_steps",
   "log_every_steps",

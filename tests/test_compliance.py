@@ -298,7 +298,7 @@ def test_per_turn_metrics_score_a_perfect_painter_1_and_catch_a_colour_flip(data
       samples = _painter(scene_list, told, rng, flip_color=t == flip_at)
       out[mode] = compliance.scene_metrics(samples, scene_list, mask, None, renderer, told)
       firsts.append(samples[0])
-    evaluate._add_background_change(out, modes, firsts, [mask] * len(modes))
+    evaluate._add_background_change(out, modes, firsts, mask)
     return out
 
   perfect = evaluate._per_turn(per_image(), modes, seed=0)
