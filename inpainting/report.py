@@ -44,8 +44,9 @@ SYNTHETIC_NOTE = (
   "against the caption the model was given, another image's; *distinct classes in K*: "
   "classes among the K samples of one input (1 = collapsed; with no caption a model "
   "should spread over the 120); *valid objects*: the fraction of samples within RMS "
-  "{threshold} of their nearest candidate, i.e. a clean rendering of some object "
-  "(calibrated on re-posed renders: see inpainting/metrics/compliance.py)."
+  "{threshold} of their nearest candidate (over the scene's background, with or without its "
+  "hidden film grain), i.e. a clean rendering of some object (calibrated on re-posed renders: "
+  "see inpainting/metrics/compliance.py)."
 )
 
 

@@ -168,6 +168,8 @@ def test_validity_threshold_separates_renders_from_fills():
   found = compliance.pose_calibration(24, seed=31)
   threshold = compliance.VALID_RMS_THRESHOLD
   assert found["reposed"].max() <= threshold
+  # Without the hidden film grain (what a perfect model can know): still valid.
+  assert found["reposed_without_grain"].max() <= threshold
   assert found["grey"].min() > 3 * threshold
   assert found["border_mean"].min() > 3 * threshold
   assert found["noise"].min() > 10 * threshold
@@ -356,3 +358,32 @@ def test_background_change_is_zero_for_any_centre_object_and_sees_a_redrawn_back
   small = np.zeros_like(mask)
   small[:, 28:36, 28:36] = 1.0
   assert compliance.background_change(turns[0], turns[1], small) is None
+
+
+def test_an_object_over_the_smooth_background_is_valid_despite_the_hidden_grain():
+  """The hole's film grain is hidden: a clean object over the background without it is
+  valid, although its distance to the scene's own background (with grain) is not."""
+  grainy = []
+  for i in range(4):
+    _, scene, _ = scenes.generate(11, i)
+    scene["background"]["noise"] = 6.0  # The generator's strongest grain.
+    grainy.append(scene)
+  mask = np.zeros((4, 64, 64, 1), np.float32)
+  mask[:, 16:48, 16:48] = 1.0
+  truth = images_lib.to_float(np.stack([scenes.render(s) for s in grainy]))
+  smooth = images_lib.to_float(
+    np.stack([scenes.render(compliance.without_grain(s)) for s in grainy])
+  )
+  blurred = truth.copy()  # A soft object: the mean of 1-px shifts of the smooth render.
+  blurred[:, 16:48, 16:48] = (
+    sum(np.roll(smooth, shift, axis) for shift in (-1, 1) for axis in (1, 2))[:, 16:48, 16:48] / 4
+  )
+  samples = np.stack([truth, smooth, blurred])
+  renderer = compliance.CandidateRenderer()
+  found = compliance.classify_samples(samples, grainy, mask, renderer)
+  assert found["rms"][1].min() > compliance.VALID_RMS_THRESHOLD  # Grain counted: invalid.
+  result = compliance.scene_metrics(samples, grainy, mask, renderer=renderer)
+  np.testing.assert_array_equal(result["valid_object_rate"], 2 / 3)  # Truth, smooth: valid.
+  rms = compliance.validity_rms(samples, grainy, mask, found["rms"], renderer)
+  assert rms[2].min() > compliance.VALID_RMS_THRESHOLD  # The soft object stays invalid.
+  np.testing.assert_allclose(rms[:2], 0.0, atol=1e-6)
