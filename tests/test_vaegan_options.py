@@ -170,3 +170,34 @@ def test_an_unknown_perceptual_net_is_a_user_error():
   config = _config(**{"loss.perceptual_weight": 1.0, "loss.perceptual_net": "resnet"})
   with pytest.raises(train.registry.UserError, match="alexnet or vgg16"):
     train.registry.for_config(config)
+
+
+def test_coordinate_channels_reach_the_generator_and_train():
+  from inpainting.models import generator
+
+  codes = np.asarray(generator.fourier_coordinates(3))
+  assert codes.shape == (64, 64, 12)
+  # Channel 0 is sin(pi x): x = -1 + 1/64 at the left pixel centre, odd about the middle.
+  np.testing.assert_allclose(codes[0, 0, 0], np.sin(np.pi * (-1 + 1 / 64)), atol=1e-6)
+  np.testing.assert_allclose(codes[:, :32, 0], -codes[:, :31:-1, 0], atol=1e-6)
+  assert np.all(codes[:, :, 0] == codes[:1, :, 0])  # x channels do not vary down a column.
+  config = _config(**{"model.coord_frequencies": 3})
+  _, state, trained, metrics = _two_steps(config)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  stem = state["generator"]["stem"]["kernel"][...]
+  assert stem.shape[2] == (4 + 12) * 4  # Folded 2x2: 16 input channels per pixel.
+  moved = trained["generator"]["stem"]["kernel"][...] - stem
+  assert np.abs(np.asarray(moved)).sum() > 0
+
+
+def test_gaussian_heads_start_informative():
+  """mu reads its input from the first step (no zero-init saddle); sigma starts as set."""
+  from inpainting.models import layers
+
+  init = layers.ParamInit(nnx.Rngs(0))
+  head = layers.gaussian_head(16, 4, init=init, initial_sigma=0.1)
+  init.finish()
+  x = jax.random.normal(jax.random.key(1), (8, 16))
+  mu, log_sigma = np.split(np.asarray(head(x)), 2, axis=-1)
+  assert mu.std() > 0.3  # LeCun-normal columns: about unit scale for unit inputs.
+  np.testing.assert_allclose(log_sigma, np.log(0.1), rtol=1e-6)  # Zero weight, fixed bias.

@@ -11,6 +11,8 @@ conv backward passes cost more than everything else together. Text enters in thr
   * optionally (`model.cond_map_resolutions`) a dense map of (condition, z) added on the
     way up at the listed resolutions: FiLM is the same at every pixel, so this is the one
     path by which the caption can lay out *where* things go (a shape's outline).
+Optionally (`model.coord_frequencies`) the input gains sin/cos channels of the pixel
+coordinates (Fourier features), a position code that FiLM can weight into an outline.
 Only plain 3x3 convs, stride-2 3x3 convs, and 1x1 conv + nearest upsampling on the way up
 (the 3x3 conv after the skip concatenation does the spatial mixing): cheap on XLA:CPU.
 The output is tanh RGB over the whole image; callers composite it with the border.
@@ -40,6 +42,14 @@ def check_cond_map(model_config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.cond_map_resolutions {unknown} are not U-Net levels {levels}")
 
 
+def fourier_coordinates(num_frequencies: int) -> jax.Array:
+  """[64, 64, 4 F] sin and cos of x and y (pixel centres in [-1, 1]) at pi * 2^0..2^(F-1)."""
+  centres = (jnp.arange(IMAGE_SIZE, dtype=jnp.float32) + 0.5) / IMAGE_SIZE * 2 - 1
+  y, x = jnp.meshgrid(centres, centres, indexing="ij")
+  angles = [jnp.pi * 2.0**k * t for k in range(num_frequencies) for t in (x, y)]
+  return jnp.stack([f(a) for a in angles for f in (jnp.sin, jnp.cos)], axis=-1)
+
+
 class CaptionUNet(nnx.Module):
   """U-Net over the masked image, conditioned on a caption and optionally a latent z."""
 
@@ -64,7 +74,9 @@ class CaptionUNet(nnx.Module):
     def cross_attention(channels):
       return layers.CrossAttention(channels, text.width, heads, init=init, dtype=dtype)
 
-    self.stem = layers.Conv(4 * FOLD * FOLD, widths[0], 3, init=init, dtype=dtype)
+    self.coord_frequencies = model_config.get("coord_frequencies", 0)
+    in_channels = 4 + 4 * self.coord_frequencies
+    self.stem = layers.Conv(in_channels * FOLD * FOLD, widths[0], 3, init=init, dtype=dtype)
     self.down_blocks = nnx.List([block(w, w) for w in widths])
     self.down_attn = nnx.List(
       [
@@ -131,7 +143,12 @@ class CaptionUNet(nnx.Module):
       film = jnp.concatenate([film, z], axis=-1)
     film = film.astype(self.dtype)
     words = cond.words.astype(self.dtype)
-    h = self.stem(layers.space_to_depth(x.astype(self.dtype), FOLD))
+    x = x.astype(self.dtype)
+    if self.coord_frequencies:
+      codes = fourier_coordinates(self.coord_frequencies)
+      coords = jnp.broadcast_to(codes, x.shape[:1] + codes.shape)
+      x = jnp.concatenate([x, coords.astype(self.dtype)], axis=-1)
+    h = self.stem(layers.space_to_depth(x, FOLD))
     skips = []
     attn_index = 0
     for level, resolution in enumerate(self.resolutions):

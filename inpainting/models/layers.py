@@ -74,10 +74,11 @@ class ParamInit:
     self._seed = key_data.reshape(-1)[:2].astype(jnp.uint32)
     self._pending: list[tuple[nnx.Variable, float, float]] = []
 
-  def normal(self, shape, std: float, mean: float = 0.0, kind=nnx.Param) -> nnx.Variable:
-    """A variable drawn from N(mean, std^2) at `finish()`."""
+  def normal(self, shape, std, mean: float = 0.0, kind=nnx.Param) -> nnx.Variable:
+    """A variable drawn from N(mean, std^2) at `finish()`; `std` may be an array that
+    broadcasts against `shape` (zero where the entries stay at `mean`)."""
     variable = kind(jnp.full(shape, mean, jnp.float32))
-    if std:
+    if np.any(std):
       self._pending.append((variable, std, mean))
     return variable
 
@@ -218,6 +219,28 @@ class Dense(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
+
+
+def gaussian_head(
+  in_features: int, out_features: int, *, init: ParamInit, initial_sigma: float
+) -> Dense:
+  """Dense to [mu | log sigma] (each `out_features`) of a diagonal Gaussian.
+
+  The mu columns start LeCun-normal, so mu carries its input from the first step; the
+  log-sigma columns start at zero weight and log(initial_sigma) bias. A zero-initialised
+  mu would leave a saddle: the networks fed with samples from the Gaussian see pure noise,
+  learn nothing from it, and so send mu no gradient (measured: the caption condition's KL
+  stayed under 0.6 nats over 128 dimensions for all of README command 1).
+  """
+  head = Dense(in_features, 2 * out_features, init=init, zero_init=True)
+  column_std = np.concatenate(
+    [np.full(out_features, 1 / math.sqrt(in_features)), np.zeros(out_features)]
+  )
+  head.kernel = init.normal((in_features, 2 * out_features), column_std[None, :])
+  head.bias = nnx.Param(
+    jnp.concatenate([jnp.zeros(out_features), jnp.full(out_features, math.log(initial_sigma))])
+  )
+  return head
 
 
 class Embed(nnx.Module):

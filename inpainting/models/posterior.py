@@ -41,8 +41,11 @@ class GaussianEncoder(nnx.Module):
     hidden = 4 * model_config.z_dim
     self.image_to_hidden = layers.Dense(features, hidden, init=init, dtype=dtype)
     self.cond_to_hidden = layers.Dense(model_config.text.cond_dim, hidden, init=init, dtype=dtype)
-    # Zero-initialised: both q and p start as N(0, I), so KL(q || p) starts at 0.
-    self.to_gaussian = layers.Dense(hidden, 2 * model_config.z_dim, init=init, zero_init=True)
+    # mu starts as a random projection of the features (sigma 1), so z carries the image
+    # from the first step and the generator has a reason to read it.
+    self.to_gaussian = layers.gaussian_head(
+      hidden, model_config.z_dim, init=init, initial_sigma=1.0
+    )
 
   def __call__(self, x: jax.Array, cond_vector: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Encodes an image.

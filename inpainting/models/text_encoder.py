@@ -21,6 +21,9 @@ from inpainting.models.layers import ParamInit
 
 # Keeps sigma of the condition in a numerically safe range.
 _LOG_SIGMA_RANGE = (-8.0, 4.0)
+# sigma of the condition at initialisation: small, so the caption reaches the image
+# networks from the first step; the KL to N(0, I) then widens it as far as it pays.
+INITIAL_CONDITION_SIGMA = 0.1
 
 
 class TransformerBlock(nnx.Module):
@@ -102,8 +105,10 @@ class CaptionConditioner(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, max_length: int, *, init, dtype):
     text = model_config.text
     self.encoder = CaptionEncoder(text, model_config.vocab_size, max_length, init=init, dtype=dtype)
-    # Zero-initialised: c starts as N(0, I) for every caption (KL 0), then learns.
-    self.to_gaussian = layers.Dense(text.width, 2 * text.cond_dim, init=init, zero_init=True)
+    # mu starts as a random projection of the sentence, sigma at INITIAL_CONDITION_SIGMA.
+    self.to_gaussian = layers.gaussian_head(
+      text.width, text.cond_dim, init=init, initial_sigma=INITIAL_CONDITION_SIGMA
+    )
 
   def __call__(self, tokens: jax.Array, token_mask: jax.Array, key: jax.Array | None) -> Condition:
     """Encodes a caption batch.
