@@ -88,6 +88,18 @@ def gaussian_kl_free_bits(
   return jnp.sum(jnp.maximum(per_dim, free_bits))
 
 
+def prior_fit_kl(
+  mu_q: jax.Array, log_sigma_q: jax.Array, mu_p: jax.Array, log_sigma_p: jax.Array
+) -> jax.Array:
+  """`gaussian_kl` with the posterior held fixed: its gradient moves only the prior.
+
+  Added to the usual KL it is "KL balancing" (Hafner et al. 2021, DreamerV2): the prior
+  learns to predict the posterior faster than the posterior is pulled toward the prior.
+  """
+  fixed = jax.lax.stop_gradient
+  return gaussian_kl(fixed(mu_q), fixed(log_sigma_q), mu_p, log_sigma_p)
+
+
 def standard_normal_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
   """KL(N(mu, sigma) || N(0, 1)), summed over dimensions, averaged over the batch."""
   zeros = jnp.zeros_like(_f32(mu))

@@ -133,3 +133,15 @@ def test_feature_matching():
   # No gradient flows into the real branch.
   grad_real = jax.grad(lambda r: losses.feature_matching(fake, r))(real)
   assert all(float(jnp.abs(g).max()) == 0.0 for g in grad_real)
+
+
+def test_prior_fit_kl_moves_only_the_prior():
+  mu_q, log_sigma_q = jnp.array([[0.5, -1.0]]), jnp.array([[0.1, -0.3]])
+  mu_p, log_sigma_p = jnp.array([[0.0, 0.2]]), jnp.array([[0.4, 0.0]])
+  args = (mu_q, log_sigma_q, mu_p, log_sigma_p)
+  np.testing.assert_allclose(losses.prior_fit_kl(*args), losses.gaussian_kl(*args), rtol=1e-6)
+  grads = jax.grad(lambda *a: losses.prior_fit_kl(*a), argnums=(0, 1, 2, 3))(*args)
+  assert np.all(np.asarray(grads[0]) == 0) and np.all(np.asarray(grads[1]) == 0)
+  assert np.all(np.asarray(grads[2]) != 0) and np.all(np.asarray(grads[3]) != 0)
+  full = jax.grad(lambda *a: losses.gaussian_kl(*a), argnums=(2, 3))(*args)
+  np.testing.assert_allclose(grads[2], full[0], rtol=1e-6)  # The prior's side unchanged.

@@ -15,6 +15,7 @@ OPTIONS = {
   "loss.r1_weight": 1.0,
   "optim.ema_decay": 0.9,
   "loss.perceptual_weight": 1.0,
+  "loss.prior_fit_weight": 1.0,
 }
 
 
@@ -53,6 +54,8 @@ def test_each_option_trains_and_reports_its_term(option):
     assert metrics["r1"] > 0.0
   if option == "loss.perceptual_weight":
     assert metrics["loss_perceptual"] > 0.0
+  if option == "loss.prior_fit_weight":
+    assert metrics["loss_prior_fit"] > 0.0
 
 
 def test_without_options_the_terms_are_off():

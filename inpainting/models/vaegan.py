@@ -13,6 +13,7 @@ Parts (attributes of the bundle, each counted separately by the trainer):
 One train step: a single generator forward (kept for its VJP), then D's update on
 [real | fake | real with a wrong caption], then G's update against the *updated* D:
   L_G = recon_weight * L1_hole_weighted + kl_weight * KL(q || p)
+        + prior_fit_weight * KL(stop_grad(q) || p)   (moves only the prior; 0 = off)
         + cond_kl_weight * KL(N(mu_c, sigma_c) || N(0, I)) + adversarial_weight * L_adv
         + feature_matching * FM
         + prior_adversarial_weight * L_adv(G(border, c, z ~ p))   (Pluralistic's generative
@@ -57,6 +58,7 @@ class VaeGanHParams:
   mismatch_weight: float
   feature_matching: float
   prior_adversarial_weight: float = 0.0
+  prior_fit_weight: float = 0.0
   kl_free_bits: float = 0.0
   r1_weight: float = 0.0
   caption_dropout: float = 0.0
@@ -236,12 +238,16 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
     if hp.kl_free_bits > 0:
       kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
     kl_cond = losses.standard_normal_kl(outs["mu_c"], outs["log_sigma_c"])
+    prior_fit = jnp.float32(0)
+    if hp.prior_fit_weight > 0:
+      prior_fit = losses.prior_fit_kl(*gaussians)
     perceptual = jnp.float32(0)
     if hp.perceptual_weight > 0:
       perceptual = losses.perceptual(images[0], batch["image"], hp.perceptual_net)
     total = (
       hp.recon_weight * recon
       + hp.kl_weight * kl_term
+      + hp.prior_fit_weight * prior_fit
       + hp.cond_kl_weight * kl_cond
       + hp.adversarial_weight * adversarial
       + hp.feature_matching * fm
@@ -250,6 +256,7 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
     )
     aux = {
       "loss_g_adv_prior": adversarial_prior,
+      "loss_prior_fit": prior_fit,
       "loss_recon": recon,
       "kl_z": kl_z,
       "kl_cond": kl_cond,
