@@ -377,6 +377,11 @@ def _match_scenes(samples: np.ndarray, scenes, hole: np.ndarray, renderer) -> tu
   return chosen, squared
 
 
+def _hole_pixels(mask, batch: int, size: tuple[int, ...]) -> np.ndarray:
+  """bool [B, H, W]: True at hole pixels of a [B, H, W] or [B, H, W, 1] mask (1 = hole)."""
+  return np.asarray(mask, np.float32).reshape(batch, *size) > 0.5
+
+
 def classify_samples(
   samples, scenes: list[dict[str, Any]], mask, renderer: CandidateRenderer | None = None
 ) -> dict[str, np.ndarray]:
@@ -395,7 +400,7 @@ def classify_samples(
   """
   samples = np.asarray(samples, np.float32)
   num_samples, batch = samples.shape[:2]
-  hole = np.asarray(mask, np.float32).reshape(batch, *samples.shape[2:4]) > 0.5
+  hole = _hole_pixels(mask, batch, samples.shape[2:4])
   if len(scenes) != batch:
     raise ValueError(f"{batch} images but {len(scenes)} scenes")
   renderer = _renderer(renderer)
@@ -485,7 +490,7 @@ def background_change(before, after, mask) -> np.ndarray | None:
   None when some input's hole has no such pixel."""
   region = np.zeros((scenes_lib.IMAGE_SIZE, scenes_lib.IMAGE_SIZE), bool)
   region[_WINDOW, _WINDOW] = background_only_window()
-  hole = np.asarray(mask, np.float32).reshape(len(before), *region.shape) > 0.5
+  hole = _hole_pixels(mask, len(before), region.shape)
   where = hole & region[None]
   counts = where.sum(axis=(1, 2))
   if counts.min() == 0:
@@ -520,7 +525,7 @@ def validity_rms(samples, scenes: list[dict[str, Any]], mask, rms, renderer=None
   """
   samples = np.asarray(samples, np.float32)
   num_samples, batch = samples.shape[:2]
-  hole = np.asarray(mask, np.float32).reshape(batch, *samples.shape[2:4]) > 0.5
+  hole = _hole_pixels(mask, batch, samples.shape[2:4])
   # + 1 grey level: candidates are rounded to uint8 with and without the grain.
   bound = np.array([_grain_rms(scene, hole[b]) + 1 / 127.5 for b, scene in enumerate(scenes)])
   again = np.nonzero(

@@ -72,7 +72,7 @@ class ParamInit:
   def __init__(self, rngs: nnx.Rngs):
     key_data = jax.random.key_data(rngs.params())
     self._seed = key_data.reshape(-1)[:2].astype(jnp.uint32)
-    self._pending: list[tuple[nnx.Variable, float, float]] = []
+    self._pending: list[tuple[nnx.Variable, float | np.ndarray, float]] = []
 
   def normal(self, shape, std, mean: float = 0.0, kind=nnx.Param) -> nnx.Variable:
     """A variable drawn from N(mean, std^2) at `finish()`; `std` may be an array that
