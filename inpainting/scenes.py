@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import colorsys
 import copy
+import itertools
 import math
 from typing import Any
 
@@ -286,6 +287,19 @@ def _sample_border_objects(rng: np.random.Generator, count: int) -> list[dict[st
 
 # --- captions ------------------------------------------------------------------------------
 
+# The centre object's phrase comes in several attribute orders, so that no attribute is
+# found by its position alone. Border objects are always "a {size} {color} {shape}" with
+# a location (`_location`).
+CENTER_FORMS = (
+  "a {size} {color} {shape}",
+  "a {color} {shape}, {size} in size",
+  "a {size} {shape} in {color}",
+  "a {shape} that is {size} and {color}",
+)
+# Captions: {center} is a CENTER_FORMS phrase, {context} one or two border objects with
+# their locations, {background} `_background_phrase`. Some name the context first (then
+# one border object, so that 24 tokens keep the whole centre phrase), and some give the
+# centre object no location word: the border objects' locations tell them apart.
 _TEMPLATES = (
   "{center} in the middle, with {context}",
   "{center} at the centre, next to {context}",
@@ -295,11 +309,26 @@ _TEMPLATES = (
   "a picture of {center} in the middle {background}, with {context}",
   "the middle shows {center}; {context} nearby",
   "{center} sits in the centre of the image {background}",
+  "{context}, and {center} in the middle",
+  "{context}, and the centre has {center}",
+  "next to {context} there is {center}",
+  "{context}; the middle holds {center}",
+  "{context}, close to {center}",
+  "{center} {background}",
 )
 
 
-def _describe(obj: dict[str, Any]) -> str:
-  return f"a {obj['size']} {obj['color']} {obj['shape']}"
+def _describe(obj: dict[str, Any], form: str = CENTER_FORMS[0]) -> str:
+  return form.format(size=obj["size"], color=obj["color"], shape=obj["shape"])
+
+
+def center_phrases(obj: dict[str, Any]) -> list[str]:
+  """Every phrase a generator caption can name the centre object `obj` with."""
+  return [_describe(obj, form) for form in CENTER_FORMS]
+
+
+def _context_first(template: str) -> bool:
+  return -1 < template.find("{context}") < template.find("{center}")
 
 
 def _location(obj: dict[str, Any]) -> str:
@@ -321,21 +350,42 @@ def _background_phrase(background: dict[str, Any]) -> str:
   return f"on a {tone} {texture} background"
 
 
+def _context(border: list[dict[str, Any]], chosen) -> str:
+  return " and ".join(f"{_describe(border[i])} {_location(border[i])}" for i in chosen)
+
+
 def _captions(rng: np.random.Generator, scene: dict[str, Any]) -> list[str]:
   """NUM_CAPTIONS paraphrases; each names the centre object's size, colour and shape."""
   center, border = scene["objects"][0], scene["objects"][1:]
   background = _background_phrase(scene["background"])
   captions = []
   for template_index in rng.choice(len(_TEMPLATES), NUM_CAPTIONS, replace=False):
-    # Mention one or two border objects (the caption stays short enough to tokenize whole).
-    mentioned = rng.permutation(len(border))[: rng.integers(1, min(2, len(border)) + 1)]
-    context = " and ".join(f"{_describe(border[i])} {_location(border[i])}" for i in mentioned)
+    template = _TEMPLATES[template_index]
+    most = 1 if _context_first(template) else min(2, len(border))
+    mentioned = rng.permutation(len(border))[: rng.integers(1, most + 1)]
+    form = CENTER_FORMS[rng.integers(len(CENTER_FORMS))]
     captions.append(
-      _TEMPLATES[template_index].format(
-        center=_describe(center), context=context, background=background
+      template.format(
+        center=_describe(center, form), context=_context(border, mentioned), background=background
       )
     )
   return captions
+
+
+def possible_captions(scene: dict[str, Any]) -> set[str]:
+  """Every caption `_captions` can write for `scene` (for checking held-out wordings)."""
+  center, border = scene["objects"][0], scene["objects"][1:]
+  background = _background_phrase(scene["background"])
+  found = set()
+  for template in _TEMPLATES:
+    counts = (1,) if _context_first(template) else range(1, min(2, len(border)) + 1)
+    for count in counts:
+      for chosen in itertools.permutations(range(len(border)), count):
+        for phrase in center_phrases(center):
+          found.add(
+            template.format(center=phrase, context=_context(border, chosen), background=background)
+          )
+  return found
 
 
 def generate(seed: int, index: int) -> tuple[np.ndarray, dict[str, Any], list[str]]:

@@ -22,7 +22,7 @@ def normalize(caption: str) -> str:
 
 
 def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
-  """Trains a unigram SentencePiece model on `captions` and writes it to `model_path`.
+  """Trains a BPE SentencePiece model on `captions` and writes it to `model_path`.
 
   If the corpus is too small for `vocab_size`, SentencePiece's own hard limit is used
   instead, so that tiny test fixtures still get a tokenizer; if it holds more distinct
@@ -38,7 +38,10 @@ def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
     sentence_iterator=iter(sentences),
     model_writer=proto,
     vocab_size=max(vocab_size, len(characters) + 4),
-    model_type="unigram",
+    # BPE, not unigram: on the synthetic captions (20k scenes, vocabulary 512) unigram
+    # stopped at ~100 pieces and split common words ("l ar ge", "wi th"), 29 tokens per
+    # caption at the median; BPE keeps whole words, 19 tokens (measured 2026-11-27).
+    model_type="bpe",
     character_coverage=1.0,
     pad_id=PAD_ID,
     unk_id=UNK_ID,

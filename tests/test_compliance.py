@@ -245,6 +245,10 @@ def test_describes_center():
   assert not any(compliance.describes_center(c, swapped) for c in captions)
   phrase = f"A {center['size']}  {center['color']} {center['shape']};"
   assert compliance.describes_center(f"look: {phrase} here", scene)
+  other_order = f"a {center['shape']} that is {center['size']} and {center['color']}"
+  assert compliance.describes_center(f"{other_order}!", scene)
+  held_out_order = f"a {center['shape']} that is {center['color']} and {center['size']}"
+  assert not compliance.describes_center(held_out_order, scene)
   assert not compliance.describes_center(f"a very {center['color']} {center['shape']}", scene)
 
 

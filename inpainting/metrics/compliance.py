@@ -460,12 +460,14 @@ def distinct_classes(predicted: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def describes_center(caption: str, scene: dict[str, Any]) -> bool:
-  """Whether `caption` names `scene`'s centre object as "a {size} {colour} {shape}" (every
-  generator template does, see scenes._TEMPLATES)."""
-  center = scene["objects"][0]
-  phrase = f"a {center['size']} {center['color']} {center['shape']}"
-  words = re.sub(r"[^a-z]+", " ", caption.lower())  # Punctuation and spacing ignored.
-  return f" {phrase} " in f" {words} "
+  """Whether `caption` names `scene`'s centre object with one of the phrases a generator
+  caption uses for it (`scenes.center_phrases`), punctuation and spacing ignored."""
+  words = f" {_words(caption)} "
+  return any(f" {_words(p)} " in words for p in scenes_lib.center_phrases(scene["objects"][0]))
+
+
+def _words(text: str) -> str:
+  return " ".join(re.sub(r"[^a-z]+", " ", text.lower()).split())
 
 
 @functools.cache

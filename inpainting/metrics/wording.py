@@ -1,18 +1,20 @@
 """Held-out caption wordings for the synthetic scenes: NEVER used for training.
 
-The generator's own templates are `scenes._TEMPLATES`; every training caption comes from
-them, and all of them name the centre object first, as "a {size} {colour} {shape}", next to
-a location word ("in the middle", "at the centre"). A model can learn to follow those
-templates without understanding them. `HELDOUT_TEMPLATES` say the same thing in ways the
-generator never does: the context first, the attributes in another order or split up, no
-location word for the centre object, the centre object alone. `evaluate --heldout_wording`
-captions each validation scene with one of them (the "reworded" condition) and scores
-compliance exactly as with the true captions. A caption that the run's caption length
-would cut before the centre object's last attribute names less context, or the next
-template is used (`fitting_caption`): the condition tests the wording, not truncation.
+The generator's own templates are `scenes._TEMPLATES` with the centre phrases of
+`scenes.CENTER_FORMS`; every training caption comes from them. They vary the clause order
+and the attribute order, but a model can still learn those fixed patterns without
+understanding the words. `HELDOUT_TEMPLATES` say the same thing in ways the generator never
+does (`scenes.possible_captions` is checked in tests/test_wording.py): other connecting
+words, two attribute orders that no centre form has (colour-size-shape, shape-colour-size),
+the attributes split across clauses, "near the ..." for places, the centre object alone.
+`evaluate --heldout_wording` captions each validation scene with one of them (the
+"reworded" condition) and scores compliance exactly as with the true captions. A caption
+that the run's caption length would cut before the centre object's last attribute names
+less context, or the next template is used (`fitting_caption`): the condition tests the
+wording, not truncation.
 
 The words are the generator's vocabulary plus a few common ones, spelt with the letters and
-punctuation of the generator's captions (no "v", "j", "z", ":" or brackets), so a run's
+punctuation of the generator's captions (no "v", "j", ":" or brackets), so a run's
 SentencePiece tokenizer covers them without unknown tokens.
 """
 
