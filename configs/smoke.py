@@ -19,6 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 0  # No warm-up: the run is 20 steps.
   c.optim.learning_rate = 2e-4  # G's rate before vaegan's 1e-3 (the tests' recorded values).
   c.optim.schedule = "constant"  # No decay over the 20 steps.
+  c.loss.caption_dropout = 0.0  # Off, as when the tests' values were recorded.
   c.data.vocab_size = 256  # BPE vocabulary on the synthetic captions (most words whole).
   c.data.synthetic_num_train = 256  # Scenes generated for training.
   c.data.synthetic_num_validation = 64  # Held-out scenes.

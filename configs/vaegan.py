@@ -53,7 +53,8 @@ def loss_config() -> ml_collections.ConfigDict:
   loss.prior_fit_weight = 0.0
   loss.kl_free_bits = 0.0  # Nats per z dimension that KL(q || p) does not penalise (0 = off).
   loss.r1_weight = 0.0  # R1 penalty gamma on D's gradient at real images (0 = off).
-  loss.caption_dropout = 0.0  # Share of each batch trained with the empty caption (0 = off).
+  # Share of each batch trained with the empty caption (0 = off; get_config sets 0.1).
+  loss.caption_dropout = 0.0
   loss.perceptual_weight = 0.0  # Weight of LPIPS(completion, real) in the G loss (0 = off).
   loss.perceptual_net = "alexnet"  # LPIPS backbone of that loss: alexnet | vgg16.
   return loss
@@ -88,6 +89,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0.24 instead of 0.07 on held-out wordings (README "Results so far").
   c.optim.learning_rate = 1e-3  # Peak learning rate of G's optimizer (see optim_config).
   c.optim.schedule = "cosine"  # Decays to 0 at num_train_steps.
+  # Empty captions for 10% of each batch, so that the prior learns p(z | border) too. With
+  # the rest of this recipe (256 held-out scenes, K=8): distinct classes of 8 under the
+  # empty caption 5.2 [5.1, 5.3] against 2.4, true-caption compliance 0.43 against 0.44.
+  c.loss.caption_dropout = 0.1
   c.num_train_steps = 1000  # Optimizer steps (D and G one each per step).
   c.log_every_steps = 10  # Console + TensorBoard scalars.
   c.eval_every_steps = 250  # Validation losses and sample grids.
