@@ -132,3 +132,26 @@ def test_every_centre_phrase_survives_the_main_configs_caption_length(tmp_path):
   lengths = mask.sum(1)  # BOS, the pieces, EOS.
   assert lengths.max() <= max_length, prefixes[int(lengths.argmax())]
   assert lengths.max() >= max_length - 6  # Context-first prefixes come close: the check bites.
+
+
+def test_with_center_changes_only_the_hole_and_every_candidate_differs():
+  mask = hole_mask()
+  _, scene, _ = scenes.generate(5, 11)
+  original = json.dumps(scene)
+  candidates = list(itertools.product(scenes.SHAPES, scenes.COLORS, scenes.SIZES))
+  renders = np.stack([scenes.render(scenes.with_center(scene, *c)) for c in candidates])
+  assert json.dumps(scene) == original  # The input is not modified.
+  np.testing.assert_array_equal(
+    renders[:, ~mask], np.broadcast_to(renders[0, ~mask], renders[:, ~mask].shape)
+  )
+  holes = renders[:, mask].reshape(len(candidates), -1).astype(np.float32)
+  squared = (holes**2).sum(1)
+  distances = squared[:, None] + squared[None] - 2 * holes @ holes.T
+  np.fill_diagonal(distances, np.inf)
+  # Each pair differs by at least ~ 10 pixels fully recoloured.
+  assert distances.min() > 10 * 3 * 40**2
+  center = scene["objects"][0]
+  same = scenes.with_center(scene, center["shape"], center["color"], center["size"])
+  np.testing.assert_array_equal(scenes.render(same), scenes.render(scene))
+  with pytest.raises(ValueError):
+    scenes.with_center(scene, "hexagon", "red", "small")
