@@ -350,8 +350,19 @@ def _background_phrase(background: dict[str, Any]) -> str:
   return f"on a {tone} {texture} background"
 
 
+def _placed(obj: dict[str, Any]) -> str:
+  """A border object with its location: "a small red star in the top left corner"."""
+  return f"{_describe(obj)} {_location(obj)}"
+
+
 def _context(border: list[dict[str, Any]], chosen) -> str:
-  return " and ".join(f"{_describe(border[i])} {_location(border[i])}" for i in chosen)
+  return " and ".join(_placed(border[i]) for i in chosen)
+
+
+def _most_mentioned(template: str, border: list[dict[str, Any]]) -> int:
+  """How many border objects a caption in `template` names at most: one when the context
+  comes first (the centre phrase must fit in 24 tokens), else up to two."""
+  return 1 if _context_first(template) else min(2, len(border))
 
 
 def _captions(rng: np.random.Generator, scene: dict[str, Any]) -> list[str]:
@@ -361,8 +372,9 @@ def _captions(rng: np.random.Generator, scene: dict[str, Any]) -> list[str]:
   captions = []
   for template_index in rng.choice(len(_TEMPLATES), NUM_CAPTIONS, replace=False):
     template = _TEMPLATES[template_index]
-    most = 1 if _context_first(template) else min(2, len(border))
-    mentioned = rng.permutation(len(border))[: rng.integers(1, most + 1)]
+    mentioned = rng.permutation(len(border))[
+      : rng.integers(1, _most_mentioned(template, border) + 1)
+    ]
     form = CENTER_FORMS[rng.integers(len(CENTER_FORMS))]
     captions.append(
       template.format(
@@ -378,8 +390,7 @@ def possible_captions(scene: dict[str, Any]) -> set[str]:
   background = _background_phrase(scene["background"])
   found = set()
   for template in _TEMPLATES:
-    counts = (1,) if _context_first(template) else range(1, min(2, len(border)) + 1)
-    for count in counts:
+    for count in range(1, _most_mentioned(template, border) + 1):
       for chosen in itertools.permutations(range(len(border)), count):
         for phrase in center_phrases(center):
           found.add(
@@ -470,7 +481,7 @@ def _pick(rng: np.random.Generator, options: tuple[Any, ...]) -> Any:
 def _context_caption(rng: np.random.Generator, scene: dict[str, Any]) -> str:
   """Every border object (in a random order) and the background; never the centre object."""
   border = scene["objects"][1:]
-  phrases = [f"{_describe(border[i])} {_location(border[i])}" for i in rng.permutation(len(border))]
+  phrases = [_placed(border[i]) for i in rng.permutation(len(border))]
   objects = phrases[0] if len(phrases) < 2 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
   template = _pick(rng, _CONTEXT_TEMPLATES)
   return template.format(objects=objects, background=_background_phrase(scene["background"]))

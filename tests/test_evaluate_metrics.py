@@ -2,10 +2,11 @@
 held-out wording condition, coverage and validity in metrics.json and report.md.
 
 The end-to-end test evaluates an oracle "model" instead of a trained one: it reads the
-caption from the tokens it is given, takes the first of the generator's centre phrases in it
-that no border location follows as the centre object (what a model that only learnt the
-generator's grammar would do) and draws that object in a random pose; with no such phrase it draws K random objects. Every
-number it should get is computed here from what it was given.
+caption from the tokens it is given, takes the first of the generator's centre phrases in
+it that no border location follows as the centre object (what a model that only learnt the
+generator's grammar would do) and draws that object in a random pose; with no such phrase
+it draws K random objects. Every number it should get is computed here from what it was
+given.
 """
 
 import json

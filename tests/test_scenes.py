@@ -123,7 +123,7 @@ def test_every_centre_phrase_survives_the_main_configs_caption_length(tmp_path):
     background = scenes._background_phrase(scene["background"])
     for template in scenes._TEMPLATES:
       cut = template[: template.index("{center}") + len("{center}")]
-      count = 1 if scenes._context_first(template) else min(2, len(border))
+      count = scenes._most_mentioned(template, border)
       for chosen in itertools.permutations(range(len(border)), count):
         context = scenes._context(border, chosen)
         for phrase in scenes.center_phrases(center):
