@@ -18,6 +18,9 @@ The fields every batch has (leading axis b):
   id          np.str_ [b]   record ids                           (host only)
   caption     np.str_ [b]   the caption actually tokenised        (host only)
   scene       np.str_ [b]   scene JSON, "" for non-synthetic data (host only)
+  segments    int32   [b, L]  each token's part of a conversation text: 0 = the context
+                            caption (or the caption), t = turn t; only in the batches of
+                            families whose device_keys name it (Tokenizer.encode_segments)
   reveals     np.str_ [b]   the dialogue's revealed attributes in turn order, comma-joined
                             ("shape,size,color"; "" without a dialogue)  (host only)
   index       int64   [b]   record index within the split         (host only)
@@ -31,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from inpainting import images, records
-from inpainting.tokenizer import Tokenizer
+from inpainting.tokenizer import PART_BREAK, Tokenizer
 
 CAPTION_KEYS = ("image", "mask", "tokens", "token_mask")
 # How the pipeline picks the caption of each example (data.caption / evaluate's modes).
@@ -106,6 +109,10 @@ def conversation_text(example: records.Example, source: str, num_turns: int | No
   """The text `source` (not "caption") makes of a record's context caption and dialogue;
   `num_turns` overrides how many turns it keeps (a drawn prefix, see `draws_turns`).
 
+  The parts (context caption, then each turn as "question answer") are joined by
+  PART_BREAK, which tokenisers read as a space; `turns` sources leave part 0 empty, so
+  part t is turn t either way. `readable` gives the text as shown to people.
+
   Raises:
     ValueError: (one line) the record has no conversation.
   """
@@ -118,7 +125,12 @@ def conversation_text(example: records.Example, source: str, num_turns: int | No
     )
   turns = example.dialogue if num_turns is None else example.dialogue[:num_turns]
   said = [f"{turn['question']} {turn['answer']}" for turn in turns]
-  return " ".join(said if kind == "turns" else [example.context_caption, *said])
+  return PART_BREAK.join(["" if kind == "turns" else example.context_caption, *said])
+
+
+def readable(text: str) -> str:
+  """A caption or conversation text with its part breaks shown as spaces."""
+  return " ".join(part for part in text.split(PART_BREAK) if part.strip())
 
 
 ExtraFields = Callable[
@@ -158,14 +170,19 @@ def assemble(
     spec: the family's BatchSpec.
     index: record indices within the split (default: 0..b-1).
   """
-  tokens, token_mask = tokenizer.encode(list(captions), max_caption_length)
+  extra = {}
+  if "segments" in spec.device_keys:
+    tokens, token_mask, extra["segments"] = tokenizer.encode_segments(captions, max_caption_length)
+  else:
+    tokens, token_mask = tokenizer.encode(list(captions), max_caption_length)
   batch = {
+    **extra,
     "image": images.to_float(pixels),
     "mask": np.asarray(mask, np.float32),
     "tokens": tokens,
     "token_mask": token_mask,
     "id": np.array([e.id for e in examples], dtype=np.str_),
-    "caption": np.array(list(captions), dtype=np.str_),
+    "caption": np.array([readable(c) for c in captions], dtype=np.str_),
     "scene": np.array([e.scene_text() for e in examples], dtype=np.str_),
     "reveals": np.array(
       [",".join(turn.get("reveals", "") for turn in e.dialogue) for e in examples], dtype=np.str_

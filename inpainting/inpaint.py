@@ -143,11 +143,12 @@ def inpaint_dialogue(
     id="input", image=pixels, captions=[], context_caption=context or " ", dialogue=turns
   )
   texts = [
-    batching.conversation_text(example, batching.text_at_turn(source, t)).strip()
+    batching.conversation_text(example, batching.text_at_turn(source, t))
     for t in range(len(turns) + 1)
   ]
   batches = [run.batch_from_image(pixels, hole, [text]) for text in texts]
-  return run, texts, batches, [run.sample(b, num_samples, seed) for b in batches]
+  samples = [run.sample(b, num_samples, seed) for b in batches]
+  return run, [batching.readable(t) for t in texts], batches, samples
 
 
 def main(argv):

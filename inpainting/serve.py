@@ -6,7 +6,9 @@ prints the page's URL. A person picks a validation example of the run's data or 
 photo (centre-cropped and resized to 64x64 as everywhere else, inpainting/images.py), draws
 the hole, types a caption, chooses K and a seed and gets K completions with their time; a
 second caption completes the same border with the same seed; for a family with a latent
-(`Family.interpolate`) a slider walks between two of the samples.
+(`Family.interpolate`) a slider walks between two of the samples. A run that reads a
+conversation (`data.text_source` other than caption) takes the caption as the context and
+adds question/answer turns one at a time, with one completion per turn.
 
 The stack is the standard library's `ThreadingHTTPServer` plus one static page
 (inpainting/static/: HTML, a canvas, plain JavaScript; nothing from a CDN). It was chosen
@@ -49,6 +51,7 @@ FLAGS = flags.FLAGS
 MAX_K = 16  # Completions per request: 1..MAX_K.
 MAX_SEED = 2**31 - 1
 MAX_CAPTION_CHARS = 500
+MAX_TURNS = 10  # Question/answer turns in one conversation request.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # A photo upload's body.
 MAX_JSON_BYTES = 1024 * 1024  # Other requests: a 64x64 PNG as a data URL is ~20 KB.
 INTERPOLATION_FRAMES = 9  # Slider positions, computed in one call.
@@ -181,6 +184,26 @@ class Completion:
   second_caption: str
   k: int
   seed: int
+  dialogue: tuple[tuple[str, str], ...] = ()  # (question, answer) turns so far.
+
+
+def parse_dialogue(value: Any) -> tuple[tuple[str, str], ...]:
+  """A request's `dialogue`: a list of {"question": text, "answer": text} turns."""
+  if value is None:
+    return ()
+  if not isinstance(value, list):
+    raise RequestError("dialogue must be a list of question/answer turns")
+  if len(value) > MAX_TURNS:
+    raise RequestError(f"the conversation has {len(value)} turns, at most {MAX_TURNS}")
+  turns = []
+  for number, turn in enumerate(value, 1):
+    parts = [turn.get(name) if isinstance(turn, dict) else None for name in ("question", "answer")]
+    if not all(isinstance(p, str) and p.strip() for p in parts):
+      raise RequestError(f"turn {number} needs a question and an answer")
+    if sum(map(len, parts)) > MAX_CAPTION_CHARS:
+      raise RequestError(f"turn {number} is too long (at most {MAX_CAPTION_CHARS} characters)")
+    turns.append((parts[0].strip(), parts[1].strip()))
+  return tuple(turns)
 
 
 # --- The demo (everything but HTTP) ----------------------------------------------------------
@@ -194,6 +217,9 @@ class Demo:
     self.run = trained
     self.needs_caption = bool(trained.config.model.get("use_caption", True))
     self.has_latent = getattr(trained.family, "interpolate", None) is not None
+    from inpainting import batching  # noqa: PLC0415
+
+    self.reads_conversation = batching.reads_conversation(trained.config.data)
     self._examples, self.examples_note = _read_examples(
       trained.config.data.get("dir", ""), max_examples
     )
@@ -216,6 +242,8 @@ class Demo:
       "workdir": self.run.workdir,
       "needs_caption": self.needs_caption,
       "has_latent": self.has_latent,
+      "reads_conversation": self.reads_conversation,
+      "max_turns": MAX_TURNS,
       "max_k": MAX_K,
       "image_size": images.SIZE,
       "resize_note": images.RESIZE_NOTE,
@@ -266,13 +294,35 @@ class Demo:
           f"the caption is too long ({len(value)} characters, at most {MAX_CAPTION_CHARS})"
         )
       captions.append(value.strip())
-    if self.needs_caption and not captions[0]:
+    dialogue = parse_dialogue(request.get("dialogue"))
+    if dialogue and not self.reads_conversation:
+      raise RequestError("this model reads one caption, not a conversation")
+    if self.needs_caption and not captions[0] and not dialogue:
       raise RequestError("this model is conditioned on captions: type a caption first")
     k = _integer(request, "k", 4, 1, MAX_K, "K (the number of completions)")
     seed = _integer(request, "seed", 0, 0, MAX_SEED, "the seed")
     box = parse_box(request.get("box"))
     pixels = image_from_data_url(request.get("image"))
-    return Completion(pixels, box, captions[0], captions[1], k, seed)
+    return Completion(pixels, box, captions[0], captions[1], k, seed, dialogue)
+
+  def _text(self, completion: Completion, caption: str) -> str:
+    """What the model reads: the caption, or for a conversation reader the context
+    caption and the turns so far, as its data.text_source reads them."""
+    if not self.reads_conversation:
+      return caption
+    from inpainting import batching, records  # noqa: PLC0415
+
+    example = records.Example(
+      id="input",
+      image=completion.pixels,
+      captions=[],
+      context_caption=caption or " ",  # conversation_text refuses no context at all.
+      dialogue=[{"question": q, "answer": a} for q, a in completion.dialogue],
+    )
+    source = batching.text_source_of(self.run.config.data)
+    return batching.conversation_text(
+      example, batching.text_at_turn(source, len(completion.dialogue))
+    )
 
   def _batch(self, completion: Completion, caption: str):
     from inpainting import masks  # noqa: PLC0415
@@ -306,15 +356,17 @@ class Demo:
       return result, seconds, True
 
   def _complete_one(self, completion: Completion, caption: str) -> dict[str, Any]:
-    from inpainting import images  # noqa: PLC0415
+    from inpainting import batching, images  # noqa: PLC0415
 
-    batch = self._batch(completion, caption)
+    text = self._text(completion, caption)
+    batch = self._batch(completion, text if text.strip() else "")
     samples, seconds, compiled = self._compiled_call(
       "sample", completion.k, lambda: self.run.sample(batch, completion.k, completion.seed)
     )
     pixels = images.to_uint8(samples[:, 0])
     return {
-      "caption": caption,
+      "caption": batching.readable(text),
+      "turn": len(completion.dialogue) if self.reads_conversation else None,
       "samples": [png_data_url(p) for p in pixels],
       "grid": png_data_url(self.run.visualize(batch, samples)),
       "sample_ms": round(seconds * 1000, 1),

@@ -14,6 +14,10 @@ import numpy as np
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# Separates the parts of a conversation text (context caption, turn 1, turn 2, ...). It is
+# whitespace to `str.split`, so `normalize` and `encode` read it as a space;
+# `encode_segments` numbers the parts.
+PART_BREAK = "\x1f"
 _SPACE = "\u2581"  # SentencePiece's piece for a space.
 
 
@@ -86,6 +90,28 @@ class Tokenizer:
       ids = [BOS_ID, *ids[: max_length - 2], EOS_ID]
       tokens[i, : len(ids)] = ids
     return tokens, tokens != PAD_ID
+
+  def encode_segments(
+    self, texts: Sequence[str], max_length: int
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`encode` with each part (split at PART_BREAK) encoded on its own, plus each token's
+    part number: int32 [N, max_length], 0 at padding; BOS is part 0, EOS the last kept
+    token's part. Empty parts keep their number, so part t is always turn t."""
+    tokens = np.zeros((len(texts), max_length), np.int32)
+    segments = np.zeros((len(texts), max_length), np.int32)
+    for i, text in enumerate(texts):
+      if not text.strip():
+        continue
+      ids, parts = [BOS_ID], [0]
+      for number, part in enumerate(text.split(PART_BREAK)):
+        if part.strip():
+          encoded = self._sp.encode(normalize(part), out_type=int)
+          ids += encoded
+          parts += [number] * len(encoded)
+      ids, parts = ids[: max_length - 1], parts[: max_length - 1]
+      tokens[i, : len(ids) + 1] = [*ids, EOS_ID]
+      segments[i, : len(ids) + 1] = [*parts, parts[-1]]
+    return tokens, tokens != PAD_ID, segments
 
   def decode(self, tokens: np.ndarray) -> list[str]:
     return [self._sp.decode([int(t) for t in row if t > EOS_ID]) for row in np.asarray(tokens)]

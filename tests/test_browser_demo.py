@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.test_serve import outside, photo, pixels_of, png_bytes, smoke_workdir
+from tests.test_serve import outside, painter_workdir, photo, pixels_of, png_bytes, smoke_workdir
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 ARTIFACTS = os.environ.get(
@@ -75,10 +75,8 @@ def browser(tmp_path_factory):
   driver.quit()
 
 
-@pytest.fixture(scope="module")
-def demo_url(tmp_path_factory):
-  """`python -m inpainting.serve` of the smoke run on a free port; yields its URL."""
-  workdir = smoke_workdir(tmp_path_factory)
+def _serve(workdir: str):
+  """`python -m inpainting.serve` of `workdir` on a free port; yields its URL."""
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
@@ -118,6 +116,18 @@ def demo_url(tmp_path_factory):
   process.wait(timeout=30)
   assert process.returncode in (0, -15), "".join(log)
   assert "Traceback" not in "".join(log), "".join(log)
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory):
+  """The demo of the vaegan smoke run (captions, a latent)."""
+  yield from _serve(smoke_workdir(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def painter_demo_url(tmp_path_factory):
+  """The demo of the multi-turn painter smoke run (a conversation, no latent)."""
+  yield from _serve(painter_workdir(tmp_path_factory))
 
 
 def _wait(driver, condition, what: str, timeout: float = TIMEOUT):
@@ -235,8 +245,48 @@ def test_browser_upload_caption_complete_error_and_recover(browser, demo_url, tm
   assert os.path.getsize(shot) > 10_000
 
 
-def test_browser_multi_turn_dialogue():
-  pytest.skip(
-    "no dialogue / multi-turn family exists yet: once one does, this test adds turns one "
-    "at a time and checks one completion per turn, as the photo test does for one caption"
+def test_browser_multi_turn_dialogue(browser, painter_demo_url):
+  """Turns added one at a time: one completion row per turn, each with the context and the
+  turns so far, the border kept exactly; a turn without an answer is one line on the page."""
+  driver = browser
+  driver.get(painter_demo_url)
+  _wait(driver, lambda d: "ready" in d.find_element("id", "status").text, "the warm-up")
+  _wait(driver, lambda d: len(d.find_elements("css selector", "#examples img")) > 0, "examples")
+  assert driver.find_element("id", "dialogue").is_displayed()
+  caption = driver.find_element("id", "caption")
+  caption.clear()
+  caption.send_keys("a grey background with a small blue circle at the top left")
+  k = driver.find_element("id", "k")
+  k.clear()
+  k.send_keys("2")
+  # Turn 0: the context alone.
+  _submit_and_check(driver, 0, 2)
+  said = [("what is in the middle?", "a star"), ("which colour is it?", "it is red")]
+  for turn, (question, answer) in enumerate(said, 1):
+    driver.find_element("id", "question").send_keys(question)
+    driver.find_element("id", "answer").send_keys(answer)
+    driver.find_element("id", "add-turn").click()
+    _wait(driver, lambda d, n=turn: len(_results(d)) == n + 1, f"the completion of turn {turn}")
+    row = _results(driver)[0]
+    head = row.find_element("css selector", ".caption").text
+    assert head.startswith(f"turn {turn}:") and answer in head and said[0][1] in head, head
+    given = pixels_of(driver.find_element("id", "input64").get_attribute("src"))
+    keep = outside([16, 16, 32, 32])
+    samples = row.find_elements("css selector", ".caption-row img.sample")
+    assert len(samples) == 2
+    for img in samples:
+      assert (pixels_of(img.get_attribute("src"))[keep] == given[keep]).all()
+  assert len(driver.find_elements("css selector", "#turns li")) == 2
+
+  # A turn without an answer: a clear message, no new row, the turns told are kept.
+  driver.find_element("id", "question").send_keys("is it big?")
+  driver.find_element("id", "add-turn").click()
+  _wait(
+    driver,
+    lambda d: "needs a question and an answer" in d.find_element("id", "error").text,
+    "the error message",
+    timeout=30,
   )
+  assert len(_results(driver)) == 3 and len(driver.find_elements("css selector", "#turns li")) == 2
+  os.makedirs(ARTIFACTS, exist_ok=True)
+  driver.save_screenshot(os.path.join(ARTIFACTS, "demo_dialogue.png"))

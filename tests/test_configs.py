@@ -12,6 +12,7 @@ VARIANTS = {
   "vaegan": (None, "runlocal", "gpu"),
   "l2": (None, "runlocal"),
   "pix2pix": (None,),
+  "painter": (None, "runlocal"),
   "smoke": (None,),
   "sketch": ("center", "full", "full,runlocal"),
 }
@@ -25,6 +26,11 @@ def test_each_variant_passes_the_trainer_checks(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   config.model.vocab_size = 64
   train.check_config(config)
+
+
+def test_every_config_file_is_checked_here():
+  files = {f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and not f.startswith("_")}
+  assert files - {"common"} == set(VARIANTS)
 
 
 def test_an_unknown_variant_is_refused():

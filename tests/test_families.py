@@ -27,7 +27,7 @@ from tests.test_models import built, fast_jit, make_batch
 KEY = jax.random.key(5)
 # Families with a tiny config in tests.test_models.built. A family added to the registry
 # must get one there, or the leakage test fails for it.
-TINY = ("vaegan", "l2", "pix2pix")
+TINY = ("vaegan", "l2", "pix2pix", "painter")
 
 
 def _flat(state) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from flax import nnx
 
 from configs import common, smoke
 from configs import l2 as l2_config
+from configs import painter as painter_config
 from configs import pix2pix as pix2pix_config
 from inpainting.models import layers, registry, strided_conv
 from inpainting.models.discriminator import matching_aware_batch, mismatched_captions
@@ -39,7 +40,10 @@ def make_batch(seed: int = 0, empty_first_caption: bool = True) -> dict[str, jax
     tokens[i, :length] = rng.integers(4, VOCAB, length)
   if empty_first_caption:
     tokens[0] = 0
+  # Conversation parts (families that read `segments`): positions 0-1, 2, 3-4, 5 on.
+  segments = np.minimum(np.arange(LENGTH) * 2 // 3, 3)[None].repeat(BATCH, 0) * (tokens != 0)
   return {
+    "segments": jnp.asarray(segments.astype(np.int32)),
     "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, 64, 64, 3)).astype(np.float32)),
     "mask": jnp.asarray(mask),
     "tokens": jnp.asarray(tokens),
@@ -73,6 +77,19 @@ def pix2pix_tiny_config():
   return config
 
 
+def painter_tiny_config():
+  config = painter_config.get_config()
+  config.model.vocab_size = VOCAB
+  config.model.text = common.text_encoder("tiny")
+  config.model.reader_width = 8
+  config.model.widths = (8, 16, 16)
+  config.model.attention_resolutions = (8,)
+  config.model.attention_heads = 2
+  config.data.max_caption_length = LENGTH
+  config.optim.warmup_steps = 0
+  return config
+
+
 @functools.cache
 def built(name: str):
   """(family, graphdef, state) for a tiny config, created once per test session."""
@@ -81,6 +98,7 @@ def built(name: str):
     "l2": l2_tiny_config,
     "l2_no_caption": lambda: l2_tiny_config(use_caption=False),
     "pix2pix": pix2pix_tiny_config,
+    "painter": painter_tiny_config,
   }[name]()
   family = registry.get(config.model.name)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: family.create(config, nnx.Rngs(0))))

@@ -58,6 +58,26 @@ def smoke_workdir(tmp_path_factory) -> str:
   return _SMOKE_RUN["workdir"]
 
 
+def painter_workdir(tmp_path_factory) -> str:
+  """A 3-step multi-turn `painter` run on the smoke scenes, trained once per session and
+  shared with tests/test_browser_demo.py."""
+  if "painter" not in _SMOKE_RUN:
+    from configs import smoke  # noqa: PLC0415
+    from data_prep import bootstrap  # noqa: PLC0415
+    from inpainting import train  # noqa: PLC0415
+    from tests.test_painter import tiny_run_config  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("painter_run")
+    config = tiny_run_config(bootstrap.resolve_data_dir(smoke.get_config(), str(root)))
+    config.num_train_steps = config.checkpoint_every_steps = 3
+    config.eval_every_steps = 100  # Never: the run is only read back.
+    config.mesh.num_devices = 1
+    workdir = str(root / "run")
+    train.train_and_evaluate(config, workdir)
+    _SMOKE_RUN["painter"] = workdir
+  return _SMOKE_RUN["painter"]
+
+
 @pytest.fixture(scope="module")
 def demo_workdir(tmp_path_factory):
   return smoke_workdir(tmp_path_factory)
@@ -270,6 +290,11 @@ BAD_REQUESTS = {
     "not an image",
   ),
   "caption too long": ({"caption": "x" * 501}, "the caption is too long"),
+  "dialogue not a list": ({"dialogue": "a star"}, "dialogue must be a list"),
+  "dialogue to a caption model": (
+    {"dialogue": [{"question": "what is it?", "answer": "a star"}]},
+    "this model reads one caption, not a conversation",
+  ),
 }
 
 
@@ -406,3 +431,43 @@ def test_a_missing_run_is_one_line_and_exit_status_2(tmp_path, repo_root):
   )
   assert out.returncode == 2, out.stderr
   assert out.stderr.strip() == f"error: {tmp_path} holds no trained run (no config.json)"
+
+
+# --- A run that reads a conversation --------------------------------------------------------
+
+
+def test_a_conversation_run_completes_turn_by_turn_like_inpaint(tmp_path_factory):
+  from inpainting import images, inpaint  # noqa: PLC0415
+
+  workdir = painter_workdir(tmp_path_factory)
+  demo = serve.Demo(inference.load_run(workdir), max_examples=4)
+  assert demo.info()["reads_conversation"] and demo.info()["max_turns"] == serve.MAX_TURNS
+  pixels, box = photo(3), [16, 16, 32, 32]
+  said = [("what is in the middle?", "a star"), ("which colour is it?", "it is red")]
+  context = "a grey background with a small blue circle at the top left"
+  request = {"image": data_url(pixels), "box": box, "caption": context, "k": 2, "seed": 4}
+  results = []
+  for turn in range(len(said) + 1):
+    dialogue = [{"question": q, "answer": a} for q, a in said[:turn]]
+    out = demo.complete({**request, "dialogue": dialogue})["first"]
+    assert out["turn"] == turn
+    assert out["caption"] == " ".join([context, *(f"{q} {a}" for q, a in said[:turn])])
+    results.append(np.stack([pixels_of(url) for url in out["samples"]]))
+    assert (results[-1][:, outside(box)] == pixels[outside(box)]).all()
+  # The same rows as `inpaint --dialogue` (same run, seed and turns).
+  path = tmp_path_factory.mktemp("painter_photo") / "photo.png"
+  path.write_bytes(png_bytes(pixels))
+  _, texts, _, samples = inpaint.inpaint_dialogue(
+    workdir,
+    str(path),
+    context,
+    [{"question": q, "answer": a} for q, a in said],
+    num_samples=2,
+    seed=4,
+  )
+  assert texts[2] == out["caption"]
+  for turn, got in enumerate(results):
+    np.testing.assert_array_equal(got, images.to_uint8(samples[turn][:, 0]))
+  bad = {**request, "dialogue": [{"question": "what is it?", "answer": " "}]}
+  with pytest.raises(serve.RequestError, match="turn 1 needs a question and an answer"):
+    demo.complete(bad)

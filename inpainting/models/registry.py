@@ -113,6 +113,7 @@ _MODULES = {
   "vaegan": "inpainting.models.vaegan",
   "l2": "inpainting.models.l2",
   "pix2pix": "inpainting.models.pix2pix",
+  "painter": "inpainting.models.painter",
 }
 
 

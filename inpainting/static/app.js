@@ -11,6 +11,7 @@ const state = {
   box: [16, 16, 32, 32],
   examplesOffset: 0,
   busy: false,
+  turns: [], // {question, answer} told so far (runs that read a conversation)
 };
 
 // --- Small helpers ---------------------------------------------------------------------------
@@ -278,6 +279,7 @@ function request() {
     second_caption: $("caption2").value,
     k: number("k"),
     seed: number("seed"),
+    dialogue: state.turns.slice(),
   };
 }
 
@@ -297,7 +299,11 @@ function strip(result, payload, label) {
     (result.compiled ? ", including compiling the sampler for this K" : "");
   const name = "inpainting_seed" + payload.seed + "_k" + payload.k + (label ? "_" + label : "") + ".png";
   const head = el("div", { class: "result-head" }, [
-    el("span", { class: "caption", text: "“" + (result.caption || "(no caption)") + "”" }),
+    el("span", {
+      class: "caption",
+      text: (result.turn === null || result.turn === undefined ? "" : "turn " + result.turn + ": ") +
+        "“" + (result.caption || "(no caption)") + "”",
+    }),
     el("span", { class: "timing muted", text: timing }),
     el("a", { class: "download", href: result.grid, download: name, text: "Download PNG" }),
   ]);
@@ -395,6 +401,33 @@ async function complete() {
   refreshInfo();
 }
 
+// --- Conversation (runs that read a dialogue) -------------------------------------------------
+
+function showTurns() {
+  $("turns").replaceChildren(
+    ...state.turns.map((turn) => el("li", { text: turn.question + " — " + turn.answer })),
+  );
+}
+
+async function addTurn() {
+  if (state.busy) return;
+  const question = $("question").value.trim();
+  const answer = $("answer").value.trim();
+  if (!question || !answer) {
+    showError("a turn needs a question and an answer");
+    return;
+  }
+  if (state.info && state.turns.length >= state.info.max_turns) {
+    showError("at most " + state.info.max_turns + " turns: start over");
+    return;
+  }
+  state.turns.push({ question, answer });
+  showTurns();
+  $("question").value = "";
+  $("answer").value = "";
+  await complete();
+}
+
 // --- Start -----------------------------------------------------------------------------------
 
 async function start() {
@@ -402,6 +435,14 @@ async function start() {
   setUpTabs();
   draw();
   $("complete").addEventListener("click", complete);
+  $("add-turn").addEventListener("click", addTurn);
+  $("answer").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") addTurn();
+  });
+  $("clear-turns").addEventListener("click", () => {
+    state.turns = [];
+    showTurns();
+  });
   $("caption").addEventListener("keydown", (event) => {
     if (event.key === "Enter") complete();
   });
@@ -413,6 +454,10 @@ async function start() {
     $("model").textContent = info.model + " · step " + info.step + " · " + info.workdir;
     $("k").max = info.max_k;
     if (!info.needs_caption) $("caption").placeholder = "optional: this model ignores captions";
+    if (info.reads_conversation) {
+      $("dialogue").hidden = false;
+      $("caption").placeholder = "the context, e.g. a grey background with a blue circle at the top left";
+    }
     if (!info.examples_total) $("tab-upload").click();
   }
   loadExamples(0);

@@ -1,0 +1,53 @@
+"""Multi-turn completion: a completion after every turn of a conversation, state carried
+across turns (inpainting/models/painter.py). Reads the synthetic scenes' context caption
+and dialogue; `inpaint --dialogue` and evaluate's turn_t conditions show it turn by turn.
+"""
+
+import ml_collections
+
+from configs import common, vaegan
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base()
+  # Each example reads its context caption and a random number (0..3) of its turns; the
+  # target is always the whole picture.
+  c.data.text_source = "dialogue:any"
+  c.data.max_caption_length = 64  # Context caption + 3 turns (about 60 tokens).
+
+  c.model = vaegan.model_config()  # The vaegan U-Net and caption encoder settings.
+  c.model.name = "painter"  # Model family (inpainting/models/registry.py).
+  c.model.z_dim = 0  # No latent: one deterministic completion per turn.
+  c.model.num_parts = 4  # Context caption + turns read one by one (later turns join the last).
+  c.model.reader_width = 128  # GRU state carried from turn to turn.
+  del c.model.encoder_widths  # No posterior/prior.
+  del c.model.disc_widths  # No discriminator.
+  del c.model.conv_impl  # Only the discriminator has 4x4 stride-2 convs.
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.hole_weight = 6.0  # L1/L2 weight of hole pixels (raw output vs truth), as vaegan.
+  c.loss.valid_weight = 1.0  # Weight of border pixels (composited away later).
+  c.loss.l1_weight = 1.0  # Weight of the hole-weighted absolute error.
+  c.loss.l2_weight = 0.0  # Weight of the hole-weighted squared error.
+
+  c.optim = vaegan.optim_config()  # Adam, warm-up, schedule, clipping (see vaegan).
+  c.optim.b1 = 0.9  # No adversarial game: the usual Adam beta1.
+  c.optim.learning_rate = 1e-3  # Peak rate, as README command 1's vaegan.
+  c.optim.schedule = "cosine"  # Decays to 0 at num_train_steps.
+  del c.optim.d_learning_rate  # No discriminator.
+  del c.optim.ema_decay  # No moving average kept.
+  c.num_train_steps = 1000  # Optimizer steps.
+  c.log_every_steps = 10  # Console + TensorBoard scalars.
+  c.eval_every_steps = 250  # Validation losses and sample grids.
+  c.checkpoint_every_steps = 250  # Orbax saves.
+  if arg == "runlocal":  # A few minutes on a laptop.
+    c.model.text = common.text_encoder("tiny")  # Smaller caption encoder.
+    c.model.reader_width = 32  # Smaller GRU state.
+    c.model.widths = (16, 32, 64)  # Narrower U-Net.
+    c.global_batch_size = 32  # Half batch.
+    c.num_train_steps = 300  # Short run.
+    c.data.synthetic_num_train = 4_000  # Fewer scenes to prepare.
+    c.data.synthetic_num_validation = 500  # Fewer held-out scenes.
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
+  return c
