@@ -18,6 +18,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = vaegan.model_config()  # The vaegan U-Net and caption encoder settings.
   c.model.name = "painter"  # Model family (inpainting/models/registry.py).
   c.model.z_dim = 0  # No latent: one deterministic completion per turn.
+  # Narrower than vaegan's (32, 64, 128): the U-Net runs once per part (4 times a step).
+  # With vaegan's widths a step is 229 GFLOP, about 3.3 s at batch 64 on the 2-core CPU.
+  c.model.widths = (24, 48, 96)
   c.model.num_parts = 4  # Context caption + turns read one by one (later turns join the last).
   c.model.reader_width = 128  # GRU state carried from turn to turn.
   del c.model.encoder_widths  # No posterior/prior.
@@ -36,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.schedule = "cosine"  # Decays to 0 at num_train_steps.
   del c.optim.d_learning_rate  # No discriminator.
   del c.optim.ema_decay  # No moving average kept.
-  c.num_train_steps = 1000  # Optimizer steps.
+  c.num_train_steps = 550  # Optimizer steps: about 3 s each at batch 64 on 2 CPU cores.
   c.log_every_steps = 10  # Console + TensorBoard scalars.
   c.eval_every_steps = 250  # Validation losses and sample grids.
   c.checkpoint_every_steps = 250  # Orbax saves.

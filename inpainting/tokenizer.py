@@ -99,18 +99,24 @@ class Tokenizer:
     token's part. Empty parts keep their number, so part t is always turn t."""
     tokens = np.zeros((len(texts), max_length), np.int32)
     segments = np.zeros((len(texts), max_length), np.int32)
+    # Every non-empty part of the batch in one encode call (as fast as `encode`).
+    where, parts = [], []
+    for i, text in enumerate(texts):
+      for number, part in enumerate(text.split(PART_BREAK)):
+        if part.strip():
+          where.append((i, number))
+          parts.append(normalize(part))
+    ids = [[BOS_ID] for _ in texts]
+    numbers = [[0] for _ in texts]
+    for (i, number), encoded in zip(where, self._sp.encode(parts, out_type=int)):
+      ids[i] += encoded
+      numbers[i] += [number] * len(encoded)
     for i, text in enumerate(texts):
       if not text.strip():
         continue
-      ids, parts = [BOS_ID], [0]
-      for number, part in enumerate(text.split(PART_BREAK)):
-        if part.strip():
-          encoded = self._sp.encode(normalize(part), out_type=int)
-          ids += encoded
-          parts += [number] * len(encoded)
-      ids, parts = ids[: max_length - 1], parts[: max_length - 1]
-      tokens[i, : len(ids) + 1] = [*ids, EOS_ID]
-      segments[i, : len(ids) + 1] = [*parts, parts[-1]]
+      kept, kept_numbers = ids[i][: max_length - 1], numbers[i][: max_length - 1]
+      tokens[i, : len(kept) + 1] = [*kept, EOS_ID]
+      segments[i, : len(kept) + 1] = [*kept_numbers, kept_numbers[-1]]
     return tokens, tokens != PAD_ID, segments
 
   def decode(self, tokens: np.ndarray) -> list[str]:

@@ -58,6 +58,17 @@ def test_the_completion_of_the_first_turns_is_that_turn_of_the_whole_rollout(can
     assert (change[told >= part] > 1e-4).all() and (change[told < part] == 0).all()
 
 
+def test_with_no_text_the_border_alone_is_completed(canvases_fn):
+  canvases, state = canvases_fn
+  batch = make_batch()  # Example 0 has no text at all.
+  assert not np.asarray(batch["token_mask"][0]).any()
+  whole = canvases(state, batch)
+  hole = np.asarray(batch["mask"][0, ..., 0]) > 0
+  assert np.abs(whole[0, 0][hole]).max() > 1e-3  # Painted, not the empty (zero) hole.
+  for part in (1, 2, 3):
+    np.testing.assert_array_equal(whole[part, 0], whole[0, 0])
+
+
 def test_the_state_carries_an_earlier_turn_into_later_canvases(canvases_fn):
   canvases, state = canvases_fn
   batch = make_batch(empty_first_caption=False)

@@ -10,7 +10,8 @@ s = 0 .. num_parts - 1:
   painter  canvas_s = U-Net(border with canvas_{s-1} in the hole, mask;
                             FiLM from h_s; cross-attention to the words of parts 0..s)
 
-A part that is absent (a shorter conversation) leaves h and the canvas as they were, so the
+A later part that is absent (a shorter conversation) leaves h and the canvas as they were
+(part 0 is always painted, from the border alone if there is no text), so the
 completion of the first t turns is exactly canvas_t of the whole conversation
 (`canvases`; tests/test_painter.py checks this). canvas_{-1} is the empty hole that every
 family sees. Turns past num_parts - 1 are read as part of the last one.
@@ -120,7 +121,8 @@ def _read_parts(parts, batch: Batch, num_parts: int):
   # Each token keeps the features computed with its own part.
   words = jnp.sum(jnp.where(in_part[..., None], words, 0), axis=0)
   sentence = sentence.reshape(num_parts, batch_size, -1)
-  present = jnp.any(in_part, axis=-1)
+  # Part 0 is always painted, with no text too: the border alone then gives a completion.
+  present = jnp.any(in_part, axis=-1).at[0].set(True)
 
   h = jnp.zeros((batch_size, reader.hidden_features), jnp.float32)
   conditions = []
