@@ -86,7 +86,8 @@ def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> L2Model:
   return L2Model(config, rngs)
 
 
-def _regression_losses(hp: L2HParams, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+def regression_losses(hp, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+  """Hole-weighted L2 and L1 of a raw output (hp: hole_weight, valid_weight); painter too."""
   args = (raw, batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight)
   return {"loss_l2": losses.hole_weighted_l2(*args), "loss_l1": losses.hole_weighted_l1(*args)}
 
@@ -101,7 +102,7 @@ def train_step(bundle: L2Model, batch: Batch, rng: jax.Array, hp: L2HParams) -> 
     else:
       cond = bundle.condition(batch, None)
     raw = generator(masked_input(batch), cond)
-    terms = _regression_losses(hp, raw, batch)
+    terms = regression_losses(hp, raw, batch)
     terms["kl_cond"] = losses.standard_normal_kl(cond.mu, cond.log_sigma)
     total = (
       hp.l2_weight * terms["loss_l2"]
@@ -141,7 +142,7 @@ def evaluate(bundle: L2Model, batch: Batch, rng: jax.Array, hp: L2HParams) -> di
   """Held-out regression losses, hole L1 and hole PSNR of the (deterministic) prediction."""
   del rng  # Deterministic.
   raw = _predict(bundle, batch)
-  terms = _regression_losses(hp, raw, batch)
+  terms = regression_losses(hp, raw, batch)
   terms["loss"] = hp.l2_weight * terms["loss_l2"] + hp.l1_weight * terms["loss_l1"]
   terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
   terms["psnr_hole"] = registry.hole_psnr(composite(raw, batch), batch)

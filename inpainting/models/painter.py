@@ -36,7 +36,7 @@ import optax
 from flax import nnx
 
 from inpainting import batching, losses
-from inpainting.models import layers, registry
+from inpainting.models import l2, layers, registry
 from inpainting.models.generator import CaptionUNet, check_cond_map
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionEncoder, Condition
@@ -160,8 +160,7 @@ def canvases(bundle: ConversationPainter, batch: Batch) -> jax.Array:
 
 
 def _losses(hp: PainterHParams, raw: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-  args = (raw, batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight)
-  terms = {"loss_l2": losses.hole_weighted_l2(*args), "loss_l1": losses.hole_weighted_l1(*args)}
+  terms = l2.regression_losses(hp, raw, batch)
   terms["loss"] = hp.l2_weight * terms["loss_l2"] + hp.l1_weight * terms["loss_l1"]
   terms["l1_hole"] = losses.masked_l1(raw, batch["image"], batch["mask"])
   return terms
