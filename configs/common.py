@@ -62,4 +62,7 @@ def text_encoder(size: str = "base") -> ml_collections.ConfigDict:
   t.num_heads = {"tiny": 2, "base": 4}[size]  # Attention heads.
   t.mlp_ratio = 4  # MLP hidden width / width.
   t.cond_dim = {"tiny": 16, "base": 128}[size]  # Sentence-vector size after conditioning aug.
+  # Learned part embeddings added to the tokens of a conversation text (context caption,
+  # turn 1, 2, ...; later turns share the last); 0 = off. Read by vaegan and l2.
+  t.num_segments = 0
   return t

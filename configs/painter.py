@@ -17,13 +17,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = vaegan.model_config()  # The vaegan U-Net and caption encoder settings.
   c.model.name = "painter"  # Model family (inpainting/models/registry.py).
-  c.model.z_dim = 0  # No latent: one deterministic completion per turn.
+  # Latent z size (0 = none: one deterministic completion per turn). With z, every part
+  # has a prior p(z | border and canvas, state) and training a posterior (as vaegan's).
+  c.model.z_dim = 0
   # Narrower than vaegan's (32, 64, 128): the U-Net runs once per part (4 times a step).
   # With vaegan's widths a step is 229 GFLOP, about 3.3 s at batch 64 on the 2-core CPU.
   c.model.widths = (24, 48, 96)
   c.model.num_parts = 4  # Context caption + turns read one by one (later turns join the last).
   c.model.reader_width = 128  # GRU state carried from turn to turn.
-  del c.model.encoder_widths  # No posterior/prior.
   del c.model.disc_widths  # No discriminator.
   del c.model.conv_impl  # Only the discriminator has 4x4 stride-2 convs.
 
@@ -32,6 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.valid_weight = 1.0  # Weight of border pixels (composited away later).
   c.loss.l1_weight = 1.0  # Weight of the hole-weighted absolute error.
   c.loss.l2_weight = 0.0  # Weight of the hole-weighted squared error.
+  c.loss.kl_weight = 0.01  # Weight of KL(q || p) at the last part, with z_dim > 0 (as vaegan).
+  c.loss.kl_free_bits = 0.0  # Nats per z dimension that KL(q || p) does not charge (0 = off).
 
   c.optim = vaegan.optim_config()  # Adam, warm-up, schedule, clipping (see vaegan).
   c.optim.b1 = 0.9  # No adversarial game: the usual Adam beta1.

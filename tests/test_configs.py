@@ -13,6 +13,7 @@ VARIANTS = {
   "l2": (None, "runlocal"),
   "pix2pix": (None,),
   "painter": (None, "runlocal"),
+  "chatpainter": (None, "runlocal", "gpu"),
   "smoke": (None,),
   "sketch": ("center", "full", "full,runlocal"),
 }

@@ -77,8 +77,11 @@ def pix2pix_tiny_config():
   return config
 
 
-def painter_tiny_config():
+def painter_tiny_config(z_dim: int = 4):
   config = painter_config.get_config()
+  config.model.z_dim = z_dim
+  config.model.encoder_widths = (8, 8, 8, 8)
+  config.loss.kl_weight = 0.01
   config.model.vocab_size = VOCAB
   config.model.text = common.text_encoder("tiny")
   config.model.reader_width = 8
@@ -99,6 +102,7 @@ def built(name: str):
     "l2_no_caption": lambda: l2_tiny_config(use_caption=False),
     "pix2pix": pix2pix_tiny_config,
     "painter": painter_tiny_config,
+    "painter_no_latent": lambda: painter_tiny_config(z_dim=0),
   }[name]()
   family = registry.get(config.model.name)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: family.create(config, nnx.Rngs(0))))
@@ -185,6 +189,40 @@ def test_empty_caption_is_finite_and_pools_to_zero():
   np.testing.assert_array_equal(np.asarray(sentence), 0.0)
 
 
+def test_segment_embeddings_tell_the_parts_apart_only_when_configured():
+  tokens = jnp.asarray(make_batch(empty_first_caption=False)["tokens"])
+  mask = tokens != 0
+  # Part 0 for the first half of each text, part 1 (then 2, read as the last) after it.
+  segments = jnp.where(jnp.arange(LENGTH) < 3, 0, jnp.where(jnp.arange(LENGTH) < 5, 1, 2))
+  segments = jnp.broadcast_to(segments, tokens.shape) * mask
+  outputs = {}
+  for num_segments in (0, 2):
+    text = common.text_encoder("tiny")
+    text.num_segments = num_segments
+    init = layers.ParamInit(nnx.Rngs(0))
+    encoder = CaptionEncoder(text, VOCAB, LENGTH, init=init, dtype=jnp.float32)
+    init.finish()
+
+    def encode(m, t, k, s):
+      return m(t, k, s)[1], m(t, k, jnp.zeros_like(s))[1], m(t, k, None)[1], m(t, k, 1 + s)[1]
+
+    outputs[num_segments] = [
+      np.asarray(x) for x in run_module(encoder, encode, tokens, mask, segments)
+    ]
+  told, zeros, absent, shifted = outputs[2]
+  np.testing.assert_array_equal(zeros, absent)  # No segments = every token in part 0.
+  assert np.abs(told - zeros).max() > 1e-4  # The parts change the encoding.
+  # Parts past the table's end share its last row: part 2 reads as part 1 (1 + 1 as 1 + 2).
+  np.testing.assert_allclose(
+    shifted,
+    run_module(encoder, lambda m, t, k: m(t, k, jnp.ones_like(t))[1], tokens, mask),
+    atol=1e-6,
+  )
+  told, zeros, absent, shifted = outputs[0]
+  for other in (zeros, absent, shifted):
+    np.testing.assert_array_equal(told, other)  # Off: segments are not read.
+
+
 def test_cross_attention_ignores_empty_captions():
   init = layers.ParamInit(nnx.Rngs(0))
   attention = layers.CrossAttention(8, 16, 2, init=init, dtype=jnp.float32)
@@ -206,7 +244,7 @@ def _params(state):
   }
 
 
-@pytest.mark.parametrize("name", ["vaegan", "l2", "pix2pix"])
+@pytest.mark.parametrize("name", ["vaegan", "l2", "pix2pix", "painter", "painter_no_latent"])
 def test_one_train_step_under_jit(name):
   config, family, graphdef, state = built(name)
   before = _params(state)
@@ -233,6 +271,8 @@ def test_one_train_step_under_jit(name):
     "vaegan": ["text", "generator", "posterior", "prior", "discriminator"],
     "l2": ["text", "generator"],
     "pix2pix": ["generator", "discriminator"],
+    "painter": ["text", "reader", "to_condition", "generator", "latent"],
+    "painter_no_latent": ["text", "reader", "to_condition", "generator"],
   }[name]
   for part in parts:
     assert any(k.startswith(f"['{part}']") for k in changed), part

@@ -3,6 +3,7 @@ evaluated turn by turn through the unchanged trainer and evaluate."""
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from configs import painter as painter_config
 from inpainting import batching, evaluate, tokenizer, train
 from inpainting.errors import UserError
 from inpainting.models import painter, registry
-from tests.test_families import randomized
+from tests.test_families import KEY, randomized
 from tests.test_models import built, fast_jit, make_batch
 
 NUM_EXAMPLES = 8
@@ -30,10 +31,19 @@ def _first_parts(batch, last: int):
   }
 
 
-@pytest.fixture(scope="module")
-def canvases_fn():
-  config, family, graphdef, state = built("painter")
-  fn = fast_jit(lambda s, b: painter.canvases(nnx.merge(graphdef, s), b), state, make_batch())
+@pytest.fixture(scope="module", params=["painter", "painter_no_latent"])
+def canvases_fn(request):
+  """(canvases(state, batch), randomised state); with a latent, for one fixed noise eps
+  (each rollout reads the same eps at every part, as sampling does)."""
+  config, family, graphdef, state = built(request.param)
+  eps = None
+  if config.model.z_dim:
+    eps = jax.random.normal(jax.random.key(5), (make_batch()["image"].shape[0], config.model.z_dim))
+
+  def canvases(s, b):
+    return painter.canvases(nnx.merge(graphdef, s), b, eps)
+
+  fn = fast_jit(canvases, state, make_batch())
   return (lambda s, b: np.asarray(fn(s, b))), randomized(state)
 
 
@@ -120,9 +130,38 @@ def test_painter_refuses_a_single_caption_in_one_line():
   with pytest.raises(UserError, match="the painter reads a conversation"):
     registry.for_config(config)
   config = painter_config.get_config()
-  config.model.z_dim = 4
-  with pytest.raises(UserError, match="no latent"):
+  config.model.z_dim = -1
+  with pytest.raises(UserError, match="z_dim must be >= 0"):
     registry.for_config(config)
+  config = painter_config.get_config()
+  config.model.z_dim = 4
+  del config.model.encoder_widths
+  with pytest.raises(UserError, match="needs model.encoder_widths"):
+    registry.for_config(config)
+
+
+def test_latent_painter_samples_are_rollouts_that_differ_in_the_hole():
+  config, family, graphdef, state = built("painter")
+  state = randomized(state)
+  hp = family.hparams(config)
+  batch = make_batch(empty_first_caption=False)
+  size = batch["image"].shape[0]
+
+  def run(s, b, rng):
+    bundle = nnx.merge(graphdef, s)
+    eps = jax.random.normal(rng, (2 * size, config.model.z_dim))
+    tiled = jax.tree.map(lambda x: jnp.concatenate([x, x]), b)
+    return family.sample(bundle, b, rng, 2, hp), painter.canvases(bundle, tiled, eps)
+
+  samples, rollouts = (np.asarray(x) for x in fast_jit(run, state, batch, KEY)(state, batch, KEY))
+  assert samples.shape == (2, size, 64, 64, 3)
+  # Sample k is the last canvas of the rollout that reads noise k at every part.
+  np.testing.assert_allclose(samples.reshape(rollouts[-1].shape), rollouts[-1], atol=1e-5)
+  hole = np.asarray(batch["mask"][..., 0]) > 0
+  image = np.asarray(batch["image"])
+  for k in range(2):
+    np.testing.assert_array_equal(samples[k][~hole], image[~hole])
+  assert (np.abs(samples[0] - samples[1])[:, hole[0]].max(axis=(1, 2)) > 1e-4).all()
 
 
 def tiny_run_config(data_dir: str):

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from inpainting import losses
+from inpainting import batching, losses
 from inpainting.models import layers, registry
 from inpainting.models.generator import CaptionUNet, check_cond_map
 from inpainting.models.registry import Batch, composite, masked_input
@@ -79,7 +79,7 @@ class L2Model(nnx.Module):
     if self.text is None:
       batch_size, length = batch["tokens"].shape
       return null_condition(batch_size, length, self.cond_dim, self.text_width)
-    return self.text(batch["tokens"], batch["token_mask"], key)
+    return self.text(batch["tokens"], batch["token_mask"], key, batch.get("segments"))
 
 
 def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> L2Model:
@@ -159,5 +159,7 @@ registry.register(
     evaluate=evaluate,
     check_config=check_config,
     progress_metrics=("loss", "l1_hole"),
+    # Each token's part number, for `model.text.num_segments` (all 0 for one caption).
+    batch=batching.BatchSpec(device_keys=(*batching.CAPTION_KEYS, "segments")),
   ),
 )

@@ -22,7 +22,15 @@ each example stops after a random number of turns, so the canvases of partial
 conversations learn to predict the whole picture from what has been said. Earlier
 canvases enter the next part through stop_gradient (the reader's GRU still gets the
 gradient through every part): a step costs one U-Net backward pass plus num_parts
-forwards. No latent: sample() returns the same completion K times.
+forwards.
+
+With `model.z_dim` > 0 each part's U-Net also reads a latent z, as in vaegan: a prior
+p(z | border with canvas_{s-1}, h_s) at every part, and in training a posterior
+q(z | whole image, h of the last part) that gives the last part's z, with
+`loss.kl_weight` * KL(q || p), each dimension's KL floored at `loss.kl_free_bits` nats.
+Earlier parts use z = mu_p + sigma_p * eps with one eps for the whole conversation, as
+sampling does, so K draws of eps give K rollouts. With z_dim = 0 sample() returns the same
+completion K times.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from flax import nnx
 from inpainting import batching, losses
 from inpainting.models import l2, layers, registry
 from inpainting.models.generator import CaptionUNet, check_cond_map
+from inpainting.models.posterior import GaussianEncoder, posterior_input, reparameterize
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionEncoder, Condition
 
@@ -50,6 +59,8 @@ class PainterHParams:
   valid_weight: float
   l1_weight: float
   l2_weight: float
+  kl_weight: float = 0.0  # Runs saved before the latent existed have none.
+  kl_free_bits: float = 0.0
 
 
 def hparams(config: ml_collections.ConfigDict) -> PainterHParams:
@@ -57,8 +68,10 @@ def hparams(config: ml_collections.ConfigDict) -> PainterHParams:
 
 
 def _check_model(model_config: ml_collections.ConfigDict) -> None:
-  if model_config.z_dim:
-    raise ValueError("the painter model has no latent: set model.z_dim=0")
+  if model_config.z_dim < 0:
+    raise ValueError(f"model.z_dim must be >= 0, got {model_config.z_dim}")
+  if model_config.z_dim and "encoder_widths" not in model_config:
+    raise ValueError("a painter with a latent (model.z_dim > 0) needs model.encoder_widths")
   if model_config.num_parts < 1:
     raise ValueError(f"model.num_parts must be >= 1, got {model_config.num_parts}")
 
@@ -79,7 +92,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 class ConversationPainter(nnx.Module):
-  """Per-part caption encoder, GRU reader, U-Net painter and one Adam optimizer."""
+  """Per-part caption encoder, GRU reader, U-Net painter, with z_dim > 0 a posterior and
+  a prior over z, and one Adam optimizer."""
 
   def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
     model = config.model
@@ -87,18 +101,25 @@ class ConversationPainter(nnx.Module):
     init = layers.ParamInit(rngs)
     width = model.text.width
     self.num_parts = int(model.num_parts)
+    self.z_dim = int(model.z_dim)
     self.text = CaptionEncoder(
       model.text, model.vocab_size, config.data.max_caption_length, init=init, dtype=dtype
     )
     self.reader = nnx.GRUCell(width, model.reader_width, rngs=rngs)
     self.to_condition = layers.Dense(model.reader_width, model.text.cond_dim, init=init)
     self.generator = CaptionUNet(model, init=init)
+    # [posterior q(z | image, h), prior p(z | border and canvas, h)], or None.
+    self.latent = (
+      nnx.List([GaussianEncoder(model, init=init) for _ in range(2)]) if model.z_dim else None
+    )
     init.finish()
     tx = layers.adam(config.optim, config.optim.learning_rate, config.num_train_steps)
     self.opt = nnx.Optimizer(self.trainable_parts(), tx, wrt=nnx.Param)
 
   def trainable_parts(self) -> tuple[nnx.Module, ...]:
-    return (self.text, self.reader, self.to_condition, self.generator)
+    """(text, reader, to_condition, generator[, [posterior, prior]])."""
+    parts = (self.text, self.reader, self.to_condition, self.generator)
+    return parts if self.latent is None else (*parts, self.latent)
 
 
 def create(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ConversationPainter:
@@ -133,29 +154,58 @@ def _read_parts(parts, batch: Batch, num_parts: int):
   return words, part, jnp.stack(conditions), present
 
 
-def _paint(parts, batch: Batch, num_parts: int, train: bool) -> jax.Array:
-  """Raw canvases [P, B, 64, 64, 3], part by part; earlier canvases are not differentiated
-  through when `train`."""
+def _paint(parts, batch: Batch, num_parts: int, eps=None, posterior_key=None) -> dict:
+  """Raw canvases [P, B, 64, 64, 3], part by part.
+
+  With a latent, part s reads z = mu_p + sigma_p * eps (eps [B, z_dim]; None = 0, the prior
+  means). Given `posterior_key` (training), the last part present reads z ~ q instead,
+  earlier canvases are not differentiated through, and the KL(q || p) of that part is
+  returned too.
+  """
   generator = parts[3]
+  latent = parts[4] if len(parts) > 4 else None
+  train = posterior_key is not None
   words, part, conditions, present = _read_parts(parts, batch, num_parts)
+  # The last part present: its canvas is the completion (and the training target's).
+  later = jnp.flip(jnp.cumsum(jnp.flip(present, 0), 0), 0) - present  # Parts present after s.
+  last = present & (later == 0)
   hole = batch["mask"]
   known = masked_input(batch)
+  out = {}
+  if latent is not None:
+    z_q = None
+    if train:
+      cond_last = jnp.sum(jnp.where(last[..., None], conditions, 0), axis=0)
+      mu_q, log_sigma_q = latent[0](posterior_input(batch), cond_last)
+      z_q = reparameterize(mu_q, log_sigma_q, posterior_key)
+      out["mu_q"], out["log_sigma_q"] = mu_q, log_sigma_q
   canvas = jnp.zeros_like(batch["image"])  # The empty hole, as in `masked_input`.
-  out = []
+  canvases = []
   for s in range(num_parts):
     previous = jax.lax.stop_gradient(canvas) if train else canvas
     x = known.at[..., :3].add(previous * hole)
     said = batch["token_mask"] & (part <= s)
     cond = Condition(conditions[s], words, said, conditions[s], jnp.zeros_like(conditions[s]))
-    painted = generator(x, cond)
+    z = None
+    if latent is not None:
+      mu_p, log_sigma_p = latent[1](x, conditions[s])
+      z = mu_p if eps is None else mu_p + jnp.exp(log_sigma_p) * eps
+      if train:
+        z = jnp.where(last[s][:, None], z_q, z)
+        for name, value in (("mu_p", mu_p), ("log_sigma_p", log_sigma_p)):
+          kept = out.get(name, jnp.zeros_like(value))
+          out[name] = jnp.where(last[s][:, None], value, kept)
+    painted = generator(x, cond, z)
     canvas = jnp.where(present[s][:, None, None, None], painted, canvas)
-    out.append(canvas)
-  return jnp.stack(out)
+    canvases.append(canvas)
+  out["raw"] = jnp.stack(canvases)
+  return out
 
 
-def canvases(bundle: ConversationPainter, batch: Batch) -> jax.Array:
-  """float32 [num_parts, B, 64, 64, 3]: the completion after each part (border copied)."""
-  raw = _paint(bundle.trainable_parts(), batch, bundle.num_parts, train=False)
+def canvases(bundle: ConversationPainter, batch: Batch, eps=None) -> jax.Array:
+  """float32 [num_parts, B, 64, 64, 3]: the completion after each part (border copied),
+  for latent noise eps [B, z_dim] (None: the prior means)."""
+  raw = _paint(bundle.trainable_parts(), batch, bundle.num_parts, eps)["raw"]
   return jax.vmap(lambda r: composite(r, batch))(raw).astype(jnp.float32)
 
 
@@ -167,13 +217,24 @@ def _losses(hp: PainterHParams, raw: jax.Array, batch: Batch) -> dict[str, jax.A
 
 
 def train_step(bundle: ConversationPainter, batch: Batch, rng: jax.Array, hp: PainterHParams):
-  """One Adam step on the final canvas's regression loss; returns scalar metrics."""
-  del rng  # Deterministic.
+  """One Adam step on the final canvas's regression loss (+ the KL with a latent); returns
+  scalar metrics."""
   num_parts = bundle.num_parts
+  key_eps, key_q = jax.random.split(rng)
 
   def loss_fn(parts):
-    raw = _paint(parts, batch, num_parts, train=True)[-1]
-    terms = _losses(hp, raw, batch)
+    eps = None
+    if bundle.z_dim:
+      eps = jax.random.normal(key_eps, (batch["image"].shape[0], bundle.z_dim))
+    out = _paint(parts, batch, num_parts, eps, posterior_key=key_q)
+    terms = _losses(hp, out["raw"][-1], batch)
+    if "mu_q" in out:
+      gaussians = (out["mu_q"], out["log_sigma_q"], out["mu_p"], out["log_sigma_p"])
+      terms["kl_z"] = losses.gaussian_kl(*gaussians)
+      kl_term = terms["kl_z"]
+      if hp.kl_free_bits > 0:
+        kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
+      terms["loss"] = terms["loss"] + hp.kl_weight * kl_term
     return terms["loss"], terms
 
   parts = bundle.trainable_parts()
@@ -191,16 +252,23 @@ def train_step(bundle: ConversationPainter, batch: Batch, rng: jax.Array, hp: Pa
 def sample(
   bundle: ConversationPainter, batch: Batch, rng: jax.Array, num_samples: int, hp: PainterHParams
 ) -> jax.Array:
-  """The completion after the last part present, repeated K times (deterministic)."""
-  del rng, hp
-  final = canvases(bundle, batch)[-1]
-  return jnp.broadcast_to(final, (num_samples, *final.shape))
+  """K completions after the last part present: K rollouts with prior noise drawn from
+  `rng` (with no latent, one completion repeated K times)."""
+  del hp
+  if bundle.latent is None:
+    final = canvases(bundle, batch)[-1]
+    return jnp.broadcast_to(final, (num_samples, *final.shape))
+  size = batch["image"].shape[0]
+  eps = jax.random.normal(rng, (num_samples * size, bundle.z_dim))
+  tiled = jax.tree.map(lambda x: jnp.concatenate([x] * num_samples), batch)  # Sample-major.
+  final = canvases(bundle, tiled, eps)[-1]
+  return final.reshape(num_samples, size, *final.shape[1:])
 
 
 def evaluate(bundle: ConversationPainter, batch: Batch, rng: jax.Array, hp: PainterHParams):
-  """Held-out losses, hole L1 and hole PSNR of the final canvas."""
+  """Held-out losses, hole L1 and hole PSNR of the final canvas (prior means)."""
   del rng
-  raw = _paint(bundle.trainable_parts(), batch, bundle.num_parts, train=False)[-1]
+  raw = _paint(bundle.trainable_parts(), batch, bundle.num_parts)["raw"][-1]
   terms = _losses(hp, raw, batch)
   terms["psnr_hole"] = registry.hole_psnr(composite(raw, batch), batch)
   return terms

@@ -59,6 +59,10 @@ class CaptionEncoder(nnx.Module):
     self.dtype = dtype
     self.embed = layers.Embed(vocab_size, width, init=init)
     self.positions = init.normal((max_length, width), 0.02)
+    # Learned part embeddings (0 = context caption, t = turn t; later turns share the
+    # last), or None. Runs saved before the knob existed have none.
+    num_segments = text_config.get("num_segments", 0)
+    self.segment_table = init.normal((num_segments, width), 0.02) if num_segments else None
     self.blocks = nnx.List(
       [
         TransformerBlock(
@@ -69,9 +73,19 @@ class CaptionEncoder(nnx.Module):
     )
     self.final_norm = layers.LayerNorm(width, init=init)
 
-  def __call__(self, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, tokens: jax.Array, token_mask: jax.Array, segments: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
+    """segments: int [B, L] each token's part (batch["segments"]); None = all part 0.
+    Read only with a segment table."""
     length = tokens.shape[1]
-    x = (self.embed(tokens) + self.positions[:length]).astype(self.dtype)
+    x = self.embed(tokens) + self.positions[:length]
+    if self.segment_table is not None:
+      table = self.segment_table[...]
+      if segments is None:
+        segments = jnp.zeros_like(tokens)
+      x = x + table[jnp.minimum(segments, table.shape[0] - 1)]
+    x = x.astype(self.dtype)
     for block in self.blocks:
       x = block(x, token_mask)
     words = self.final_norm(x)
@@ -110,15 +124,22 @@ class CaptionConditioner(nnx.Module):
       text.width, text.cond_dim, init=init, initial_sigma=INITIAL_CONDITION_SIGMA
     )
 
-  def __call__(self, tokens: jax.Array, token_mask: jax.Array, key: jax.Array | None) -> Condition:
+  def __call__(
+    self,
+    tokens: jax.Array,
+    token_mask: jax.Array,
+    key: jax.Array | None,
+    segments: jax.Array | None = None,
+  ) -> Condition:
     """Encodes a caption batch.
 
     Args:
       tokens, token_mask: the batch's caption ids and validity mask.
       key: draws c = mu + sigma * eps in training; None returns c = mu. Sampling uses
         mu: the caption then fixes the condition and diversity comes from z alone.
+      segments: each token's part of a conversation (read with `text.num_segments`).
     """
-    words, sentence = self.encoder(tokens, token_mask)
+    words, sentence = self.encoder(tokens, token_mask, segments)
     mu, log_sigma = jnp.split(self.to_gaussian(sentence), 2, axis=-1)
     log_sigma = jnp.clip(log_sigma, *_LOG_SIGMA_RANGE)
     vector = mu

@@ -34,7 +34,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from inpainting import losses
+from inpainting import batching, losses
 from inpainting.models import ema, gan, layers, registry, strided_conv
 from inpainting.models import generator as generator_module
 from inpainting.models.discriminator import ProjectionPatchDiscriminator, matching_aware_batch
@@ -128,7 +128,7 @@ def _posterior_forward(
   """
   text, generator, posterior, prior = parts
   key_cond, key_z = jax.random.split(key)
-  cond = text(batch["tokens"], batch["token_mask"], key_cond)
+  cond = text(batch["tokens"], batch["token_mask"], key_cond, batch.get("segments"))
   mu_q, log_sigma_q = posterior(posterior_input(batch), cond.vector)
   mu_p, log_sigma_p = prior(masked_input(batch), cond.vector)
   z = reparameterize(mu_q, log_sigma_q, key_z)
@@ -304,7 +304,7 @@ def _prior(bundle: VaeGan, batch: Batch):
   the masked input and p(z | border, caption)."""
   parts = bundle.sampling_parts()
   text, _, _, prior = parts
-  cond = text(batch["tokens"], batch["token_mask"], None)
+  cond = text(batch["tokens"], batch["token_mask"], None, batch.get("segments"))
   x = masked_input(batch)
   mu_p, log_sigma_p = prior(x, cond.vector)
   return parts, cond, x, mu_p, log_sigma_p
@@ -361,7 +361,7 @@ def encode_posterior(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHPa
   """The posterior mean of q(z | batch image as given, mask, caption): [B, z_dim]
   (registry.Family.encode_posterior)."""
   text, _, posterior, _ = bundle.sampling_parts()
-  cond = text(batch["tokens"], batch["token_mask"], None)
+  cond = text(batch["tokens"], batch["token_mask"], None, batch.get("segments"))
   mu_q, _ = posterior(posterior_input(batch), cond.vector)
   return mu_q
 
@@ -406,7 +406,7 @@ def interpolate_caption(
   z = mu_p + sigma_p * eps with one fixed eps (that of `sample` with K = 1): [F, B, ...]
   (registry.Family.interpolate_caption)."""
   text, generator, _, prior = bundle.sampling_parts()
-  cond_a = text(batch["tokens"], batch["token_mask"], None)
+  cond_a = text(batch["tokens"], batch["token_mask"], None, batch.get("segments"))
   cond_b = text(batch["tokens_b"], batch["token_mask_b"], None)
   x = masked_input(batch)
   num = weights.shape[0]
@@ -423,7 +423,7 @@ def evaluate(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) ->
   """Held-out reconstruction (z ~ q), KL terms, and hole L1 / PSNR of one prior sample."""
   key_q, key_p = jax.random.split(rng)
   text, generator, posterior, prior = bundle.sampling_parts()
-  cond = text(batch["tokens"], batch["token_mask"], None)
+  cond = text(batch["tokens"], batch["token_mask"], None, batch.get("segments"))
   x = masked_input(batch)
   mu_q, log_sigma_q = posterior(posterior_input(batch), cond.vector)
   mu_p, log_sigma_p = prior(x, cond.vector)
@@ -451,6 +451,8 @@ registry.register(
     evaluate=evaluate,
     check_config=check_config,
     progress_metrics=("loss_g", "loss_d", "l1_hole", "kl_z"),
+    # Each token's part number, for `model.text.num_segments` (all 0 for one caption).
+    batch=batching.BatchSpec(device_keys=(*batching.CAPTION_KEYS, "segments")),
     interpolate=interpolate,
     encode_posterior=encode_posterior,
     complete_from_z=complete_from_z,
