@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.l2_weight = 0.0  # Weight of the hole-weighted squared error.
   c.loss.kl_weight = 0.01  # Weight of KL(q || p) at the last part, with z_dim > 0 (as vaegan).
   c.loss.kl_free_bits = 0.0  # Nats per z dimension that KL(q || p) does not charge (0 = off).
+  # Weight of KL(stop_gradient(q) || p): trains the prior even where free bits stop the KL's
+  # gradient (0 = off).
+  c.loss.prior_fit_weight = 0.0
 
   c.optim = vaegan.optim_config()  # Adam, warm-up, schedule, clipping (see vaegan).
   c.optim.b1 = 0.9  # No adversarial game: the usual Adam beta1.

@@ -27,7 +27,8 @@ forwards.
 With `model.z_dim` > 0 each part's U-Net also reads a latent z, as in vaegan: a prior
 p(z | border with canvas_{s-1}, h_s) at every part, and in training a posterior
 q(z | whole image, h of the last part) that gives the last part's z, with
-`loss.kl_weight` * KL(q || p), each dimension's KL floored at `loss.kl_free_bits` nats.
+`loss.kl_weight` * KL(q || p), each dimension's KL floored at `loss.kl_free_bits` nats,
+plus `loss.prior_fit_weight` * KL(stop_gradient(q) || p), which moves only the prior.
 Earlier parts use z = mu_p + sigma_p * eps with one eps for the whole conversation, as
 sampling does, so K draws of eps give K rollouts. With z_dim = 0 sample() returns the same
 completion K times.
@@ -61,6 +62,7 @@ class PainterHParams:
   l2_weight: float
   kl_weight: float = 0.0  # Runs saved before the latent existed have none.
   kl_free_bits: float = 0.0
+  prior_fit_weight: float = 0.0
 
 
 def hparams(config: ml_collections.ConfigDict) -> PainterHParams:
@@ -234,7 +236,10 @@ def train_step(bundle: ConversationPainter, batch: Batch, rng: jax.Array, hp: Pa
       kl_term = terms["kl_z"]
       if hp.kl_free_bits > 0:
         kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
-      terms["loss"] = terms["loss"] + hp.kl_weight * kl_term
+      terms["loss_prior_fit"] = losses.prior_fit_kl(*gaussians)
+      terms["loss"] = (
+        terms["loss"] + hp.kl_weight * kl_term + hp.prior_fit_weight * terms["loss_prior_fit"]
+      )
     return terms["loss"], terms
 
   parts = bundle.trainable_parts()
