@@ -171,6 +171,8 @@ def tiny_run_config(data_dir: str):
   config.model.text = common.text_encoder("tiny")
   config.model.reader_width = 8
   config.model.widths = (8, 16, 16)
+  config.model.encoder_widths = (8, 8, 8, 8)
+  config.model.z_dim = 4
   config.model.attention_resolutions = (8,)
   config.model.attention_heads = 2
   config.global_batch_size = 8
