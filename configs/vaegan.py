@@ -1,6 +1,6 @@
 """The main model: caption-conditioned VAE-GAN with a learned conditional prior.
 
-Sized to train at a useful rate on a 2-core CPU (batch 64). `get_config("runlocal")`
+Sized to train at a useful rate on a 2-core CPU (batch 32, 2,000 steps). `get_config("runlocal")`
 shrinks it further for a quick look.
 """
 
