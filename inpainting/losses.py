@@ -100,6 +100,20 @@ def prior_fit_kl(
   return gaussian_kl(fixed(mu_q), fixed(log_sigma_q), mu_p, log_sigma_p)
 
 
+def latent_kl_terms(
+  gaussians: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
+  free_bits: float,
+  prior_fit: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(KL(q || p) to log, the KL to charge: floored at `free_bits` nats per dimension when
+  > 0, and `prior_fit_kl` when `prior_fit`, else 0) for gaussians (mu_q, log_sigma_q,
+  mu_p, log_sigma_p)."""
+  kl = gaussian_kl(*gaussians)
+  charged = gaussian_kl_free_bits(*gaussians, free_bits) if free_bits > 0 else kl
+  fit = prior_fit_kl(*gaussians) if prior_fit else jnp.float32(0)
+  return kl, charged, fit
+
+
 def standard_normal_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
   """KL(N(mu, sigma) || N(0, 1)), summed over dimensions, averaged over the batch."""
   zeros = jnp.zeros_like(_f32(mu))

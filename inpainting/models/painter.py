@@ -174,15 +174,17 @@ def _paint(parts, batch: Batch, num_parts: int, eps=None, posterior_key=None) ->
   hole = batch["mask"]
   known = masked_input(batch)
   out = {}
-  if latent is not None:
-    z_q = None
-    if train:
-      cond_last = jnp.sum(jnp.where(last[..., None], conditions, 0), axis=0)
-      mu_q, log_sigma_q = latent[0](posterior_input(batch), cond_last)
-      z_q = reparameterize(mu_q, log_sigma_q, posterior_key)
-      out["mu_q"], out["log_sigma_q"] = mu_q, log_sigma_q
+
+  def at_last(values: jax.Array) -> jax.Array:
+    """[P, B, D] -> [B, D]: each example's value at its last part present."""
+    return jnp.sum(jnp.where(last[..., None], values, 0), axis=0)
+
+  if latent is not None and train:
+    mu_q, log_sigma_q = latent[0](posterior_input(batch), at_last(conditions))
+    z_q = reparameterize(mu_q, log_sigma_q, posterior_key)
+    out["mu_q"], out["log_sigma_q"] = mu_q, log_sigma_q
   canvas = jnp.zeros_like(batch["image"])  # The empty hole, as in `masked_input`.
-  canvases = []
+  painted_canvases, priors = [], []
   for s in range(num_parts):
     previous = jax.lax.stop_gradient(canvas) if train else canvas
     x = known.at[..., :3].add(previous * hole)
@@ -194,13 +196,13 @@ def _paint(parts, batch: Batch, num_parts: int, eps=None, posterior_key=None) ->
       z = mu_p if eps is None else mu_p + jnp.exp(log_sigma_p) * eps
       if train:
         z = jnp.where(last[s][:, None], z_q, z)
-        for name, value in (("mu_p", mu_p), ("log_sigma_p", log_sigma_p)):
-          kept = out.get(name, jnp.zeros_like(value))
-          out[name] = jnp.where(last[s][:, None], value, kept)
+        priors.append((mu_p, log_sigma_p))
     painted = generator(x, cond, z)
     canvas = jnp.where(present[s][:, None, None, None], painted, canvas)
-    canvases.append(canvas)
-  out["raw"] = jnp.stack(canvases)
+    painted_canvases.append(canvas)
+  if priors:  # The prior that the last part's z ~ q is charged against.
+    out["mu_p"], out["log_sigma_p"] = (at_last(jnp.stack(v)) for v in zip(*priors))
+  out["raw"] = jnp.stack(painted_canvases)
   return out
 
 
@@ -232,11 +234,9 @@ def train_step(bundle: ConversationPainter, batch: Batch, rng: jax.Array, hp: Pa
     terms = _losses(hp, out["raw"][-1], batch)
     if "mu_q" in out:
       gaussians = (out["mu_q"], out["log_sigma_q"], out["mu_p"], out["log_sigma_p"])
-      terms["kl_z"] = losses.gaussian_kl(*gaussians)
-      kl_term = terms["kl_z"]
-      if hp.kl_free_bits > 0:
-        kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
-      terms["loss_prior_fit"] = losses.prior_fit_kl(*gaussians)
+      terms["kl_z"], kl_term, terms["loss_prior_fit"] = losses.latent_kl_terms(
+        gaussians, hp.kl_free_bits, hp.prior_fit_weight > 0
+      )
       terms["loss"] = (
         terms["loss"] + hp.kl_weight * kl_term + hp.prior_fit_weight * terms["loss_prior_fit"]
       )
@@ -265,7 +265,7 @@ def sample(
     return jnp.broadcast_to(final, (num_samples, *final.shape))
   size = batch["image"].shape[0]
   eps = jax.random.normal(rng, (num_samples * size, bundle.z_dim))
-  tiled = jax.tree.map(lambda x: jnp.concatenate([x] * num_samples), batch)  # Sample-major.
+  tiled = jax.tree.map(lambda x: registry.tile_samples(x, num_samples), batch)
   final = canvases(bundle, tiled, eps)[-1]
   return final.reshape(num_samples, size, *final.shape[1:])
 

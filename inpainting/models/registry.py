@@ -175,6 +175,11 @@ def masked_input(batch: Batch) -> jax.Array:
   return jnp.concatenate([known, batch["mask"]], axis=-1)
 
 
+def tile_samples(x: jax.Array, num_samples: int) -> jax.Array:
+  """[B, ...] -> [num_samples * B, ...] (sample-major): one copy per sample."""
+  return jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+
+
 def composite(generated: jax.Array, batch: Batch) -> jax.Array:
   """Copies the known border from the input; only the hole comes from the model."""
   mask = batch["mask"].astype(generated.dtype)

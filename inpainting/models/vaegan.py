@@ -233,14 +233,10 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       outs["raw"], batch["image"], batch["mask"], hp.hole_weight, hp.valid_weight
     )
     gaussians = (outs["mu_q"], outs["log_sigma_q"], outs["mu_p"], outs["log_sigma_p"])
-    kl_z = losses.gaussian_kl(*gaussians)
-    kl_term = kl_z
-    if hp.kl_free_bits > 0:
-      kl_term = losses.gaussian_kl_free_bits(*gaussians, hp.kl_free_bits)
+    kl_z, kl_term, prior_fit = losses.latent_kl_terms(
+      gaussians, hp.kl_free_bits, hp.prior_fit_weight > 0
+    )
     kl_cond = losses.standard_normal_kl(outs["mu_c"], outs["log_sigma_c"])
-    prior_fit = jnp.float32(0)
-    if hp.prior_fit_weight > 0:
-      prior_fit = losses.prior_fit_kl(*gaussians)
     perceptual = jnp.float32(0)
     if hp.perceptual_weight > 0:
       perceptual = losses.perceptual(images[0], batch["image"], hp.perceptual_net)
@@ -294,11 +290,6 @@ def _r1_penalty(disc, batch: Batch) -> jax.Array:
   return jnp.mean(jnp.sum(jnp.square(grad.astype(jnp.float32)), axis=(1, 2, 3)))
 
 
-def _tile(x: jax.Array, num_samples: int) -> jax.Array:
-  """[B, ...] -> [num_samples * B, ...] (sample-major)."""
-  return jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
-
-
 def _prior(bundle: VaeGan, batch: Batch):
   """The sampling parts (the moving average if kept), the caption condition (its mean),
   the masked input and p(z | border, caption)."""
@@ -319,8 +310,8 @@ def _complete(batch: Batch, prior, eps: jax.Array) -> jax.Array:
 def _generate(batch: Batch, parts, cond: Condition, x: jax.Array, z: jax.Array) -> jax.Array:
   """Completions for latents z [N, B, z_dim] under the condition of each example."""
   num = z.shape[0]
-  tiled = Condition(*(_tile(field, num) for field in cond))
-  raw = parts[1](_tile(x, num), tiled, z.reshape(-1, z.shape[-1]))
+  tiled = Condition(*(registry.tile_samples(field, num) for field in cond))
+  raw = parts[1](registry.tile_samples(x, num), tiled, z.reshape(-1, z.shape[-1]))
   raw = raw.reshape(num, *batch["image"].shape)
   return composite(raw, batch).astype(jnp.float32)
 
@@ -412,9 +403,9 @@ def interpolate_caption(
   num = weights.shape[0]
   eps = jax.random.normal(rng, (1, x.shape[0], generator.z_dim), jnp.float32)
   cond = _mix_conditions(cond_a, cond_b, weights)
-  x_tiled = _tile(x, num)
+  x_tiled = registry.tile_samples(x, num)
   mu_p, log_sigma_p = prior(x_tiled, cond.vector)
-  z = mu_p + jnp.exp(log_sigma_p) * _tile(eps[0], num)
+  z = mu_p + jnp.exp(log_sigma_p) * registry.tile_samples(eps[0], num)
   raw = generator(x_tiled, cond, z).reshape(num, *batch["image"].shape)
   return composite(raw, batch).astype(jnp.float32)
 
