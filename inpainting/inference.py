@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from inpainting import batching, run
+from inpainting import tokenizer as tokenizers
 from inpainting.models import registry
 from inpainting.tokenizer import Tokenizer
 
@@ -101,5 +102,5 @@ def load_run(workdir: str, step: int | None = None) -> Run:
     checkpointer.close()
   if state is None:
     raise UserError(f"{workdir} has no readable checkpoint")
-  tokenizer = Tokenizer(run.tokenizer_path(workdir))
+  tokenizer = tokenizers.load(run.tokenizer_path(workdir))
   return Run(workdir, config, graphdef, state, step, tokenizer, family, hparams)

@@ -54,6 +54,7 @@ from absl import flags
 from array_record.python.array_record_module import ArrayRecordReader
 
 from inpainting import batching, masks, records
+from inpainting import tokenizer as tokenizers
 from inpainting.tokenizer import Tokenizer
 
 # Threads preparing batches ahead; more only contend for the GIL on small hosts.
@@ -270,7 +271,7 @@ class _LoadBatch(grain.transforms.Map):
   @property
   def tokenizer(self) -> Tokenizer:
     if self._tokenizer is None:
-      self._tokenizer = Tokenizer(self._tokenizer_path)
+      self._tokenizer = tokenizers.load(self._tokenizer_path)
     return self._tokenizer
 
   def map(self, batch_index: int) -> dict[str, Any]:
@@ -368,7 +369,8 @@ def create_dataset(
       in a last eval batch of one; the neighbour's caption is random when `train`, else
       its first).
     spec: the model family's BatchSpec (which fields a batch carries).
-    tokenizer_path: the SentencePiece model to tokenise with; default: the data folder's.
+    tokenizer_path: the tokenizer to tokenise with (`inpainting.tokenizer.load`); default:
+      the data folder's SentencePiece model.
       A trained run passes its own, so it can be evaluated on any prepared folder.
 
   Returns:

@@ -24,9 +24,9 @@ import ml_collections
 from flax import nnx
 
 from inpainting import batching, checkpointing, logs, records
+from inpainting import tokenizer as tokenizers
 from inpainting.errors import UserError
-from inpainting.models import registry
-from inpainting.tokenizer import Tokenizer
+from inpainting.models import registry, text_encoder
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -99,11 +99,25 @@ def differing_fields(saved: ml_collections.ConfigDict, new: ml_collections.Confi
   return [k for k in changed if not any(k == f or k.startswith(f) for f in RESUMABLE_FIELDS)]
 
 
+def tokenizer_source(config: ml_collections.ConfigDict) -> str:
+  """The tokenizer a new run reads its data with and copies into its workdir: the data
+  folder's SentencePiece model, or the pretrained caption encoder's vocabulary
+  (`model.text.pretrained`).
+
+  Raises:
+    UserError: an unknown pretrained encoder, or its package is not installed.
+  """
+  try:
+    vocab = text_encoder.pretrained_vocab(config.model)
+  except ValueError as error:
+    raise UserError(str(error)) from None
+  return vocab or os.path.join(config.data.dir, records.TOKENIZER_FILE)
+
+
 def finalize_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy with the values that come from the data filled in (vocabulary size)."""
   config = ml_collections.ConfigDict(config.to_dict())
-  data_dir = config.data.dir
-  config.model.vocab_size = Tokenizer(os.path.join(data_dir, records.TOKENIZER_FILE)).vocab_size
+  config.model.vocab_size = tokenizers.load(tokenizer_source(config)).vocab_size
   return config
 
 
@@ -130,7 +144,7 @@ def write_run_files(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(config.to_json(indent=2))
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
-  source = os.path.join(config.data.dir, records.TOKENIZER_FILE)
+  source = tokenizer_source(config)
   if os.path.abspath(source) != os.path.abspath(tokenizer_path(workdir)):
     shutil.copyfile(source, tokenizer_path(workdir) + ".tmp")
     os.replace(tokenizer_path(workdir) + ".tmp", tokenizer_path(workdir))

@@ -61,6 +61,22 @@ def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
     f.write(proto.getvalue())
 
 
+def load(path: str):
+  """The tokenizer stored at `path`: a SentencePiece model (`train`'s), or a WordPiece
+  vocab.txt (a pretrained caption encoder's; `inpainting.wordpiece.WordPiece`). Both give
+  `encode`, `encode_segments`, `decode` and `vocab_size`."""
+  with open(path, "rb") as f:
+    head = f.read(len(_WORDPIECE_HEAD))
+  if head == _WORDPIECE_HEAD:
+    from inpainting.wordpiece import WordPiece  # noqa: PLC0415  (imports this module)
+
+    return WordPiece(path)
+  return Tokenizer(path)
+
+
+# A BERT vocab.txt starts with its padding token (the project's id 0).
+_WORDPIECE_HEAD = b"[PAD]"
+
 # Words whose pieces `Tokenizer` remembers; past this many it encodes new words each time.
 _WORD_MEMO_LIMIT = 1 << 18
 

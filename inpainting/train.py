@@ -45,6 +45,7 @@ def make_datasets(config, family: registry.Family):
     process_index=jax.process_index(),
     process_count=jax.process_count(),
     spec=family.batch,
+    tokenizer_path=run.tokenizer_source(config),
   )
   try:
     train_ds = input_pipeline.create_dataset(

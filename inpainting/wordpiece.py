@@ -37,6 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from inpainting.tokenizer import PART_BREAK
+
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 CONTINUATION = "##"
 MAX_WORD_CHARS = 100
@@ -179,8 +181,10 @@ class WordPiece:
     return ids
 
   def ids(self, caption: str) -> list[int]:
-    """The caption's WordPiece ids, without [CLS]/[SEP]."""
-    return [i for word in split_words(normalize(caption)) for i in self.word_ids(word)]
+    """The caption's WordPiece ids, without [CLS]/[SEP]. A conversation's part breaks
+    (`inpainting.tokenizer.PART_BREAK`, a control character BERT would drop) are spaces."""
+    text = normalize(caption.replace(PART_BREAK, " "))
+    return [i for word in split_words(text) for i in self.word_ids(word)]
 
   def encode(self, captions: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Encodes a batch of captions.
@@ -204,7 +208,50 @@ class WordPiece:
       ids[row, : len(sequence)] = sequence
     return ids, ids != self.pad_id
 
+  def encode_segments(
+    self, texts: Sequence[str], max_length: int
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`encode` plus each piece's part of a conversation text (split at PART_BREAK), as
+    `inpainting.tokenizer.Tokenizer.encode_segments` numbers them: [CLS] is part 0,
+    [SEP] the last kept piece's part, 0 at padding."""
+    if max_length < 2:
+      raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+    ids = np.zeros((len(texts), max_length), np.int32)
+    segments = np.zeros((len(texts), max_length), np.int32)
+    for row, text in enumerate(texts):
+      pieces, numbers = [], []
+      for number, part in enumerate(text.split(PART_BREAK)):
+        part_ids = self.ids(part)
+        pieces += part_ids
+        numbers += [number] * len(part_ids)
+      if not pieces:
+        continue
+      kept, kept_numbers = pieces[: max_length - 2], numbers[: max_length - 2]
+      ids[row, : len(kept) + 2] = [self.cls_id, *kept, self.sep_id]
+      segments[row, : len(kept) + 2] = [0, *kept_numbers, kept_numbers[-1]]
+    return ids, ids != self.pad_id, segments
+
+  def decode(self, ids: np.ndarray) -> list[str]:
+    """Each row's text: its pieces without [PAD]/[CLS]/[SEP], continuations joined."""
+    if not hasattr(self, "_tokens"):
+      self._tokens = {index: token for token, index in self.vocab.items()}
+    special = {self.pad_id, self.cls_id, self.sep_id}
+    out = []
+    for row in np.asarray(ids):
+      text = ""
+      for index in row:
+        if int(index) in special:
+          continue
+        token = self._tokens.get(int(index), UNK)
+        if token.startswith(CONTINUATION):
+          text += token[len(CONTINUATION) :]
+        else:
+          text += (" " if text else "") + token
+      out.append(text)
+    return out
+
   def __getstate__(self):
     state = self.__dict__.copy()
     state["_cache"] = {}
+    state.pop("_tokens", None)
     return state

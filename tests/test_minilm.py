@@ -225,3 +225,47 @@ def test_encoder_matches_sentence_transformers(tokenizer, encode, sentence_trans
   assert sentence_difference < 1e-4
   assert token_difference < 1e-4
   assert np.abs(hidden[mask]).mean() > 0.05  # Real features, not zeros.
+
+
+@pytest.mark.slow
+def test_a_run_with_the_pretrained_caption_encoder_trains_saves_and_samples(
+  tokenizer, tmp_path, smoke_config, data_dir
+):
+  from inpainting import batching, checkpointing, inference, run, train  # noqa: PLC0415
+
+  _require(["safetensors"], "safetensors")
+  config = smoke_config(
+    **{
+      "model.text.pretrained": "minilm",
+      "num_train_steps": 2,
+      "checkpoint_every_steps": 2,
+      "eval_every_steps": 2,
+    }
+  )
+  config.data.dir = data_dir
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  # The run tokenises with MiniLM's vocabulary and keeps a copy of it.
+  with open(run.tokenizer_path(workdir), "rb") as saved, open(minilm.vocab_path(), "rb") as vocab:
+    assert saved.read() == vocab.read()
+  trained = inference.load_run(workdir)
+  assert trained.step == 2 and trained.config.model.vocab_size == minilm.VOCAB_SIZE
+  assert isinstance(trained.tokenizer, wordpiece.WordPiece)
+  # The checkpoint holds the packaged weights, unchanged by training (frozen).
+  flat, _ = checkpointing.flatten(trained.state)
+  (key,) = [k for k in flat if k.endswith("text.encoder.pretrained.word_embeddings")]
+  np.testing.assert_array_equal(np.asarray(flat[key]), minilm.read_weights()["word_embeddings"])
+  pixels = np.full((64, 64, 3), 128, np.uint8)
+  mask = np.zeros((64, 64, 1), np.float32)
+  mask[16:48, 16:48] = 1
+  batch = batching.from_image(
+    pixels,
+    mask,
+    ["a red star"],
+    trained.tokenizer,
+    config.data.max_caption_length,
+    trained.family.batch,
+  )
+  assert batch["tokens"][0, 0] == trained.tokenizer.cls_id
+  samples = np.asarray(trained.sample(batch, 2, 0))
+  assert samples.shape == (2, 1, 64, 64, 3) and np.isfinite(samples).all()

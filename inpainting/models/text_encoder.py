@@ -1,7 +1,8 @@
 """Caption encoder and conditioning augmentation.
 
-Tokens (0 = padding) -> embeddings + learned positions -> a small pre-LN transformer ->
-per-word features (for cross-attention) and a masked-mean sentence vector. Conditioning
+Tokens (0 = padding) -> embeddings + learned positions (or a pretrained encoder's token
+features, `text.pretrained`) -> a small pre-LN transformer -> per-word features (for
+cross-attention) and a masked-mean sentence vector. Conditioning
 augmentation (StackGAN, ChatPainter) maps the sentence vector to a Gaussian N(mu, sigma)
 over a `cond_dim` condition; training draws c = mu + sigma * eps and pays
 KL(N(mu, sigma) || N(0, 1)), which smooths the condition manifold for small caption sets.
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from inpainting.models import layers
+from inpainting.models import layers, minilm
 from inpainting.models.layers import ParamInit
 
 # Keeps sigma of the condition in a numerically safe range.
@@ -41,8 +42,51 @@ class TransformerBlock(nnx.Module):
     return x + self.mlp_out(nnx.gelu(self.mlp_in(self.norm2(x))))
 
 
+# Pretrained token encoders a caption encoder can start from (`text.pretrained`): name ->
+# the vocabulary file its tokenizer reads (a run copies it as its tokenizer).
+PRETRAINED = {"minilm": minilm.vocab_path}
+
+
+def check_pretrained(model_config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError (one line) for an unknown `text.pretrained`."""
+  name = pretrained_name(model_config)
+  if name and name not in PRETRAINED:
+    choices = ", ".join(["''", *PRETRAINED])
+    raise ValueError(f"model.text.pretrained must be one of {choices}, got {name!r}")
+
+
+def pretrained_name(model_config: ml_collections.ConfigDict) -> str:
+  """`model.text.pretrained`; "" for configs without a caption encoder or the knob."""
+  text = model_config.get("text")
+  return text.get("pretrained", "") if text is not None else ""
+
+
+def pretrained_vocab(model_config: ml_collections.ConfigDict) -> str | None:
+  """The vocabulary file of the config's pretrained caption encoder; None without one.
+
+  Raises:
+    UserError: the encoder's package is not installed.
+  """
+  check_pretrained(model_config)
+  name = pretrained_name(model_config)
+  return PRETRAINED[name]() if name else None
+
+
+def learned_only(text_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`text_config` with no pretrained encoder (embeddings learned over the same ids)."""
+  text_config = ml_collections.ConfigDict(text_config.to_dict())
+  text_config.pretrained = ""
+  return text_config
+
+
 class CaptionEncoder(nnx.Module):
-  """Token ids -> (word features [B, L, width], float32 sentence vector [B, width])."""
+  """Token ids -> (word features [B, L, width], float32 sentence vector [B, width]).
+
+  The tokens enter as learned embeddings plus learned positions, or, with
+  `text.pretrained = "minilm"`, as all-MiniLM-L6-v2's token features (WordPiece ids; frozen
+  unless `text.finetune_pretrained`) through a learned Dense to `width`. Either way
+  `text.depth` trainable blocks follow.
+  """
 
   def __init__(
     self,
@@ -57,8 +101,16 @@ class CaptionEncoder(nnx.Module):
       raise ValueError("config.model.vocab_size is 0: the trainer fills it from the tokenizer")
     width = text_config.width
     self.dtype = dtype
-    self.embed = layers.Embed(vocab_size, width, init=init)
-    self.positions = init.normal((max_length, width), 0.02)
+    if text_config.get("pretrained", ""):
+      trainable = text_config.get("finetune_pretrained", False)
+      weight = nnx.Param if trainable else minilm.PretrainedWeight
+      self.pretrained = minilm.load_encoder(dtype, weight=weight)
+      self.pretrained_to_width = layers.Dense(minilm.WIDTH, width, init=init, dtype=dtype)
+      self.embed = self.positions = None
+    else:
+      self.embed = layers.Embed(vocab_size, width, init=init)
+      self.positions = init.normal((max_length, width), 0.02)
+      self.pretrained = self.pretrained_to_width = None
     # Learned part embeddings (0 = context caption, t = turn t; later turns share the
     # last), or None. Runs saved before the knob existed have none.
     num_segments = text_config.get("num_segments", 0)
@@ -79,7 +131,11 @@ class CaptionEncoder(nnx.Module):
     """segments: int [B, L] each token's part (batch["segments"]); None = all part 0.
     Read only with a segment table."""
     length = tokens.shape[1]
-    x = self.embed(tokens) + self.positions[:length]
+    if self.pretrained is not None:
+      features, _ = self.pretrained(tokens, token_mask)
+      x = self.pretrained_to_width(features)
+    else:
+      x = self.embed(tokens) + self.positions[:length]
     if self.segment_table is not None:
       table = self.segment_table[...]
       if segments is None:
