@@ -14,6 +14,7 @@ from inpainting import run, tokenizer
 from inpainting.errors import UserError
 from inpainting.models import minilm, registry, text_encoder
 from inpainting.wordpiece import WordPiece
+from tests.test_models import l2_tiny_config, painter_tiny_config
 
 BATCH, LENGTH = 2, 8
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "star", "blue", "what", "?", "colour"]
@@ -153,3 +154,19 @@ def test_without_a_pretrained_encoder_the_data_folders_tokenizer_is_used(tmp_pat
   config = smoke.get_config()
   config.data.dir = str(tmp_path)
   assert run.tokenizer_source(config) == str(tmp_path / "tokenizer.model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["l2", "painter"])
+def test_other_caption_families_read_minilm_features(fake_minilm, name):
+  config = {"l2": l2_tiny_config, "painter": painter_tiny_config}[name]()
+  config.model.text.pretrained = "minilm"
+  config.model.vocab_size = len(VOCAB)
+  config.data.max_caption_length = LENGTH
+  family = registry.get(config.model.name)
+  bundle = family.create(config, nnx.Rngs(0))
+  frozen = _leaves(bundle, minilm.PretrainedWeight)
+  assert len(frozen) == len(fake_minilm[0])
+  batch = {k: v for k, v in _batch().items() if k in family.batch.device_keys}
+  samples = family.sample(bundle, batch, jax.random.key(0), 2, family.hparams(config))
+  assert np.isfinite(np.asarray(samples)).all()
