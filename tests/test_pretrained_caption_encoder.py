@@ -12,7 +12,7 @@ from flax import nnx
 from configs import smoke
 from inpainting import run, tokenizer
 from inpainting.errors import UserError
-from inpainting.models import minilm, registry, text_encoder
+from inpainting.models import layers, minilm, registry, text_encoder
 from inpainting.wordpiece import WordPiece
 from tests.test_models import l2_tiny_config, painter_tiny_config
 
@@ -29,7 +29,7 @@ def fake_minilm(monkeypatch, tmp_path):
   monkeypatch.setattr(minilm, "read_weights", lambda path=None: weights)
   vocab = tmp_path / "vocab.txt"
   vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-  monkeypatch.setitem(text_encoder.PRETRAINED, "minilm", lambda: str(vocab))
+  monkeypatch.setattr(minilm, "vocab_path", lambda: str(vocab))
   return weights, str(vocab)
 
 
@@ -148,6 +148,8 @@ def test_an_unknown_pretrained_encoder_is_a_one_line_error(tmp_path):
   config.data.dir = str(tmp_path)
   with pytest.raises(UserError, match="model.text.pretrained must be one of"):
     run.tokenizer_source(config)
+  with pytest.raises(ValueError, match="unknown model.text.pretrained 'bert-huge'"):
+    text_encoder.CaptionEncoder(config.model.text, 64, LENGTH, init=layers.ParamInit(nnx.Rngs(0)))
 
 
 def test_without_a_pretrained_encoder_the_data_folders_tokenizer_is_used(tmp_path):

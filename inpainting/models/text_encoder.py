@@ -43,8 +43,9 @@ class TransformerBlock(nnx.Module):
 
 
 # Pretrained token encoders a caption encoder can start from (`text.pretrained`): name ->
-# the vocabulary file its tokenizer reads (a run copies it as its tokenizer).
-PRETRAINED = {"minilm": minilm.vocab_path}
+# its module (`vocab_path()`: the vocabulary a run copies as its tokenizer;
+# `load_encoder(dtype, weight=...)`; `WIDTH`: its feature width).
+PRETRAINED = {"minilm": minilm}
 
 
 def check_pretrained(model_config: ml_collections.ConfigDict) -> None:
@@ -69,7 +70,7 @@ def pretrained_vocab(model_config: ml_collections.ConfigDict) -> str | None:
   """
   check_pretrained(model_config)
   name = pretrained_name(model_config)
-  return PRETRAINED[name]() if name else None
+  return PRETRAINED[name].vocab_path() if name else None
 
 
 def learned_only(text_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -101,11 +102,15 @@ class CaptionEncoder(nnx.Module):
       raise ValueError("config.model.vocab_size is 0: the trainer fills it from the tokenizer")
     width = text_config.width
     self.dtype = dtype
-    if text_config.get("pretrained", ""):
+    name = text_config.get("pretrained", "")
+    if name:
+      if name not in PRETRAINED:
+        raise ValueError(f"unknown model.text.pretrained {name!r}")
       trainable = text_config.get("finetune_pretrained", False)
       weight = nnx.Param if trainable else minilm.PretrainedWeight
-      self.pretrained = minilm.load_encoder(dtype, weight=weight)
-      self.pretrained_to_width = layers.Dense(minilm.WIDTH, width, init=init, dtype=dtype)
+      module = PRETRAINED[name]
+      self.pretrained = module.load_encoder(dtype, weight=weight)
+      self.pretrained_to_width = layers.Dense(module.WIDTH, width, init=init, dtype=dtype)
       self.embed = self.positions = None
     else:
       self.embed = layers.Embed(vocab_size, width, init=init)
