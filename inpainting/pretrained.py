@@ -13,6 +13,11 @@ import numpy as np
 from flax import nnx
 
 
+class PretrainedWeight(nnx.Variable):
+  """A frozen pretrained weight: not an `nnx.Param`, so no optimizer or gradient touches it
+  (it is still part of the model's state, and so of its checkpoints)."""
+
+
 def param_names(model: nnx.Module) -> dict[str, tuple[int, ...]]:
   """'/'-joined path of every variable -> its shape, e.g. 'layers/3/query/kernel'."""
   return {

@@ -145,6 +145,7 @@ class WordPiece:
     if self.pad_id != 0:
       raise ValueError(f"{vocab_path}: {PAD} must be id 0 (the project's padding id)")
     self._cache: dict[str, list[int]] = {}
+    self._tokens = {index: token for token, index in self.vocab.items()}  # For `decode`.
 
   @property
   def vocab_size(self) -> int:
@@ -197,16 +198,7 @@ class WordPiece:
     Returns:
       (ids int32 [N, max_length], mask bool [N, max_length]).
     """
-    if max_length < 2:
-      raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
-    ids = np.zeros((len(captions), max_length), np.int32)
-    for row, caption in enumerate(captions):
-      pieces = self.ids(caption)
-      if not pieces:
-        continue
-      sequence = [self.cls_id, *pieces[: max_length - 2], self.sep_id]
-      ids[row, : len(sequence)] = sequence
-    return ids, ids != self.pad_id
+    return self.encode_segments(captions, max_length)[:2]
 
   def encode_segments(
     self, texts: Sequence[str], max_length: int
@@ -233,8 +225,6 @@ class WordPiece:
 
   def decode(self, ids: np.ndarray) -> list[str]:
     """Each row's text: its pieces without [PAD]/[CLS]/[SEP], continuations joined."""
-    if not hasattr(self, "_tokens"):
-      self._tokens = {index: token for token, index in self.vocab.items()}
     special = {self.pad_id, self.cls_id, self.sep_id}
     out = []
     for row in np.asarray(ids):
@@ -253,5 +243,4 @@ class WordPiece:
   def __getstate__(self):
     state = self.__dict__.copy()
     state["_cache"] = {}
-    state.pop("_tokens", None)
     return state

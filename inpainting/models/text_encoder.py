@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from inpainting import pretrained
 from inpainting.models import layers, minilm
 from inpainting.models.layers import ParamInit
 
@@ -48,29 +49,29 @@ class TransformerBlock(nnx.Module):
 PRETRAINED = {"minilm": minilm}
 
 
-def check_pretrained(model_config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError (one line) for an unknown `text.pretrained`."""
-  name = pretrained_name(model_config)
+def pretrained_module(text_config: ml_collections.ConfigDict | None):
+  """The module of `text.pretrained` (a `PRETRAINED` value); None without one (or without
+  a caption encoder, or for configs saved before the knob).
+
+  Raises:
+    ValueError: (one line) an unknown name.
+  """
+  name = text_config.get("pretrained", "") if text_config is not None else ""
   if name and name not in PRETRAINED:
     choices = ", ".join(["''", *PRETRAINED])
     raise ValueError(f"model.text.pretrained must be one of {choices}, got {name!r}")
-
-
-def pretrained_name(model_config: ml_collections.ConfigDict) -> str:
-  """`model.text.pretrained`; "" for configs without a caption encoder or the knob."""
-  text = model_config.get("text")
-  return text.get("pretrained", "") if text is not None else ""
+  return PRETRAINED[name] if name else None
 
 
 def pretrained_vocab(model_config: ml_collections.ConfigDict) -> str | None:
   """The vocabulary file of the config's pretrained caption encoder; None without one.
 
   Raises:
+    ValueError: (one line) an unknown encoder.
     UserError: the encoder's package is not installed.
   """
-  check_pretrained(model_config)
-  name = pretrained_name(model_config)
-  return PRETRAINED[name].vocab_path() if name else None
+  module = pretrained_module(model_config.get("text"))
+  return module.vocab_path() if module else None
 
 
 def learned_only(text_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -102,13 +103,10 @@ class CaptionEncoder(nnx.Module):
       raise ValueError("config.model.vocab_size is 0: the trainer fills it from the tokenizer")
     width = text_config.width
     self.dtype = dtype
-    name = text_config.get("pretrained", "")
-    if name:
-      if name not in PRETRAINED:
-        raise ValueError(f"unknown model.text.pretrained {name!r}")
+    module = pretrained_module(text_config)
+    if module is not None:
       trainable = text_config.get("finetune_pretrained", False)
-      weight = nnx.Param if trainable else minilm.PretrainedWeight
-      module = PRETRAINED[name]
+      weight = nnx.Param if trainable else pretrained.PretrainedWeight
       self.pretrained = module.load_encoder(dtype, weight=weight)
       self.pretrained_to_width = layers.Dense(module.WIDTH, width, init=init, dtype=dtype)
       self.embed = self.positions = None
