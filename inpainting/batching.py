@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from inpainting import images, records
-from inpainting.tokenizer import PART_BREAK, Tokenizer
+from inpainting.tokenizer import PART_BREAK, TextTokenizer
 
 CAPTION_KEYS = ("image", "mask", "tokens", "token_mask")
 # How the pipeline picks the caption of each example (data.caption / evaluate's modes).
@@ -133,8 +133,51 @@ def readable(text: str) -> str:
   return " ".join(part for part in text.split(PART_BREAK) if part.strip())
 
 
+# Words per text that `perturb_words` may touch (later words are kept as they are).
+MAX_PERTURBED_WORDS = 64
+
+
+def perturb_words(
+  texts: Sequence[str], uniforms: np.ndarray, word_dropout: float, word_swap: float
+) -> list[str]:
+  """Word noise for training texts (EDA's random deletion and swap, Wei & Zou 2019).
+
+  Each word is dropped with probability `word_dropout` (a part keeps at least one word);
+  then, left to right, each pair of neighbouring words is swapped with probability
+  `word_swap` (a word that moved is not swapped again). Words stay inside their part of a
+  conversation text (PART_BREAK). Punctuation moves with its word.
+
+  Args:
+    texts: n texts.
+    uniforms: float [n, 2 * MAX_PERTURBED_WORDS] in [0, 1): the first half decides
+      deletions, the second half swaps, by word position in the text.
+  """
+  out = []
+  for text, u in zip(texts, uniforms):
+    drop_u, swap_u = u[:MAX_PERTURBED_WORDS], u[MAX_PERTURBED_WORDS:]
+    parts, start = [], 0
+    for part in text.split(PART_BREAK):
+      words = part.split()
+      n = max(0, min(len(words), MAX_PERTURBED_WORDS - start))
+      keep = drop_u[start : start + n] >= word_dropout
+      if n and not keep.any():
+        keep[int(np.argmax(drop_u[start : start + n]))] = True
+      kept = [w for w, k in zip(words, keep) if k]
+      i = 0
+      while i < len(kept) - 1:
+        if swap_u[start + i] < word_swap:
+          kept[i], kept[i + 1] = kept[i + 1], kept[i]
+          i += 2
+        else:
+          i += 1
+      parts.append(" ".join(kept + words[n:]))
+      start += n
+    out.append(PART_BREAK.join(parts))
+  return out
+
+
 ExtraFields = Callable[
-  [Sequence[records.Example], dict[str, np.ndarray], Tokenizer, int], dict[str, np.ndarray]
+  [Sequence[records.Example], dict[str, np.ndarray], TextTokenizer, int], dict[str, np.ndarray]
 ]
 
 
@@ -154,7 +197,7 @@ def assemble(
   pixels: np.ndarray,
   mask: np.ndarray,
   captions: Sequence[str],
-  tokenizer: Tokenizer,
+  tokenizer: TextTokenizer,
   max_caption_length: int,
   spec: BatchSpec,
   index: np.ndarray | None = None,
@@ -198,7 +241,7 @@ def from_image(
   pixels: np.ndarray,
   mask: np.ndarray,
   captions: Sequence[str],
-  tokenizer: Tokenizer,
+  tokenizer: TextTokenizer,
   max_caption_length: int,
   spec: BatchSpec,
 ) -> dict[str, np.ndarray]:

@@ -63,6 +63,12 @@ def define_flags() -> None:
     False,
     "Synthetic scenes: also evaluate with captions in held-out wordings (condition 'reworded').",
   )
+  flags.DEFINE_bool(
+    "average",
+    True,
+    "Sample with the moving average of the weights when the run keeps one (optim.ema_decay"
+    " > 0); false = the raw weights, written to eval/<split>-raw.",
+  )
   flags.mark_flag_as_required("workdir")
 
 
@@ -298,10 +304,13 @@ def run_evaluation(
   curve_examples: int = 128,
   seed: int = 0,
   heldout_wording: bool = False,
+  average: bool = True,
 ) -> dict:
   """Evaluates the run in `workdir` (and `compare` runs) on `data_dir` (default: the run's
   data); writes and returns the report. Every run tokenises with its own tokenizer.
-  `heldout_wording` adds the caption condition "reworded" (synthetic scenes only)."""
+  `heldout_wording` adds the caption condition "reworded" (synthetic scenes only);
+  `average=False` samples the main run with its raw weights rather than their moving
+  average, into its own folder (`eval/<name>-raw`)."""
   from inpainting import baselines, inference  # noqa: PLC0415
   from inpainting.errors import UserError  # noqa: PLC0415
   from inpainting.metrics import stats  # noqa: PLC0415
@@ -309,7 +318,7 @@ def run_evaluation(
   if num_samples < 1 or max_examples < 1 or batch_size < 1:
     raise UserError("num_samples, max_examples and batch_size must be positive")
   workdir = os.path.abspath(workdir)
-  main_run = inference.load_run(workdir)
+  main_run = inference.load_run(workdir, average=average)
   runs = {main_run.name: main_run}
   for other in compare:
     run = inference.load_run(other)
@@ -320,6 +329,7 @@ def run_evaluation(
     raise UserError(f"data folder {data_dir} does not exist; prepare it or pass --data_dir")
   # Another dataset gets its own folder and TensorBoard tags: W/eval/<folder name>-<split>.
   eval_name = split if data_dir == config.data.dir else f"{os.path.basename(data_dir)}-{split}"
+  eval_name += "" if average else "-raw"
   out_dir = os.path.join(workdir, "eval", eval_name)
   os.makedirs(out_dir, exist_ok=True)
   scorer = Scorer()
@@ -435,7 +445,7 @@ def run_evaluation(
 
   seconds_by_part = dict(scorer.seconds)  # Before the curve, which reuses the scorer.
   started_curve = time.perf_counter()
-  curve = _metric_vs_step(workdir, main_run, data, curve_examples, scorer, seed)
+  curve = _metric_vs_step(workdir, main_run, data, curve_examples, scorer, seed, average)
   seconds_curve = time.perf_counter() - started_curve
   first_examples = next(iter(per_image[main_run.name]["true"].values()))
   report = {
@@ -443,6 +453,10 @@ def run_evaluation(
     "split": split,
     "data_dir": data_dir,
     "checkpoint_step": main_run.step,
+    # The main run's weights: their moving average if kept, unless --average=false.
+    "weights": "raw"
+    if not average or main_run.config.optim.get("ema_decay", 0) <= 0
+    else "average",
     "num_examples": int(len(first_examples)),
     "num_samples": num_samples,
     "out_dir": out_dir,
@@ -602,13 +616,13 @@ def _valid_threshold(per_image) -> float | None:
   return compliance.VALID_RMS_THRESHOLD
 
 
-def _metric_vs_step(workdir, main_run, data, limit, scorer, seed) -> list[dict]:
+def _metric_vs_step(workdir, main_run, data, limit, scorer, seed, average) -> list[dict]:
   """Hole PSNR and LPIPS of the first sample at every kept checkpoint (a small subset)."""
   from inpainting import inference  # noqa: PLC0415
 
   curve = []
   for step in inference.checkpoint_steps(workdir):
-    run = main_run if step == main_run.step else inference.load_run(workdir, step)
+    run = main_run if step == main_run.step else inference.load_run(workdir, step, average)
     values, _ = evaluate_method(
       lambda b, run=run: run.sample(b, 1, seed), data("true", limit), scorer
     )
@@ -682,6 +696,7 @@ def main(argv):
       curve_examples=FLAGS.curve_examples,
       seed=FLAGS.seed,
       heldout_wording=FLAGS.heldout_wording,
+      average=FLAGS.average,
     )
   except UserError as error:
     print(f"error: {error}", file=sys.stderr)

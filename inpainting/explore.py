@@ -128,7 +128,8 @@ def call_hook(
     raise UserError(
       f"model {run.config.model.name!r} has no latent z to explore (its family defines no {name})"
     )
-  keys = [k for k in (*run.family.batch.device_keys, "tokens_b", "token_mask_b") if k in batch]
+  second = ("tokens_b", "token_mask_b", "segments_b")
+  keys = [k for k in (*run.family.batch.device_keys, *second) if k in batch]
   device = {k: jax.numpy.asarray(batch[k]) for k in keys}
   arrays = {k: jax.numpy.asarray(v) for k, v in (arrays or {}).items()}
   fn = _jitted(run.graphdef, hook, run.hparams, tuple(arrays), static)
@@ -139,7 +140,8 @@ def make_batch(
   run, pixels: np.ndarray, mask: np.ndarray, captions: Sequence[str], captions_b=None
 ) -> dict[str, np.ndarray]:
   """A host batch of B images (uint8 [B, 64, 64, 3]), holes ([B, 64, 64, 1]) and captions,
-  tokenised as the run was; `captions_b` fills tokens_b / token_mask_b."""
+  tokenised as the run was; `captions_b` fills tokens_b / token_mask_b (and segments_b
+  for a family that reads the parts of a conversation text)."""
   from inpainting import batching, records  # noqa: PLC0415
 
   length = run.config.data.max_caption_length
@@ -156,7 +158,10 @@ def make_batch(
   batch = batching.assemble(
     examples, pixels, mask, list(captions), run.tokenizer, length, run.family.batch
   )
-  if captions_b is not None:
+  if captions_b is not None and "segments" in run.family.batch.device_keys:
+    tokens, token_mask, segments = run.tokenizer.encode_segments(list(captions_b), length)
+    batch["tokens_b"], batch["token_mask_b"], batch["segments_b"] = tokens, token_mask, segments
+  elif captions_b is not None:
     batch["tokens_b"], batch["token_mask_b"] = run.tokenizer.encode(list(captions_b), length)
   return batch
 

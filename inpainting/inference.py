@@ -18,7 +18,7 @@ from flax import nnx
 from inpainting import batching, run
 from inpainting import tokenizer as tokenizers
 from inpainting.models import registry
-from inpainting.tokenizer import Tokenizer
+from inpainting.tokenizer import TextTokenizer
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class Run:
   graphdef: nnx.GraphDef
   state: dict
   step: int
-  tokenizer: Tokenizer
+  tokenizer: TextTokenizer
   family: registry.Family
   hparams: registry.HParams
 
@@ -78,12 +78,15 @@ def checkpoint_steps(workdir: str) -> list[int]:
     checkpointer.close()
 
 
-def load_run(workdir: str, step: int | None = None) -> Run:
+def load_run(workdir: str, step: int | None = None, average: bool = True) -> Run:
   """Restores the model of `workdir` at `step` (default: the newest readable checkpoint).
 
+  A run that keeps a moving average of its weights (`optim.ema_decay` > 0) samples with it;
+  `average=False` samples with the raw weights instead (the average's ablation).
+
   Raises:
-    UserError: no config, no checkpoint, an unknown or unreadable step, or a checkpoint
-      that does not match the run's config.json.
+    UserError: no config, no checkpoint, an unknown or unreadable step, a checkpoint
+      that does not match the run's config.json, or `average=False` for a run without one.
   """
   from inpainting.errors import UserError  # noqa: PLC0415
 
@@ -102,5 +105,20 @@ def load_run(workdir: str, step: int | None = None) -> Run:
     checkpointer.close()
   if state is None:
     raise UserError(f"{workdir} has no readable checkpoint")
+  if not average:
+    graphdef, state = _without_average(graphdef, state, workdir)
   tokenizer = tokenizers.load(run.tokenizer_path(workdir))
   return Run(workdir, config, graphdef, state, step, tokenizer, family, hparams)
+
+
+def _without_average(graphdef: nnx.GraphDef, state: dict, workdir: str):
+  """(graphdef, state) of the same model with its moving average dropped, so the family's
+  `sample` (which reads the average when one is kept) uses the raw weights."""
+  from inpainting.errors import UserError  # noqa: PLC0415
+
+  bundle = nnx.merge(graphdef, state["model"])
+  if getattr(bundle, "ema", None) is None:
+    raise UserError(f"{workdir} keeps no moving average of its weights (optim.ema_decay is 0)")
+  bundle.ema = None
+  graphdef, model_state = nnx.split(bundle)
+  return graphdef, {**state, "model": model_state}

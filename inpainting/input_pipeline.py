@@ -8,8 +8,9 @@ What happens, in order (see `create_dataset`):
   -> global batch i = positions [i*G, (i+1)*G) of that order (G = global batch size);
      process p takes its own slice [i*G + p*b, i*G + (p+1)*b) (b = G / process count)
   -> per batch: read (one ArrayRecord call per shard), decode, pick one caption per
-     example, optional horizontal flip, uint8 -> float32 [-1, 1], masks, caption mode
-     (empty / shuffled), one `Tokenizer.encode` call
+     example, optional word noise on the text (training), optional horizontal flip,
+     uint8 -> float32 [-1, 1], masks, caption mode (empty / shuffled), one
+     `encode` call of the tokenizer
   -> thread prefetch (grain ReadOptions), optionally worker processes (grain mp_prefetch)
 
 Why batches, not examples, flow through grain: profiled on a 2-core host, grain's
@@ -55,8 +56,10 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 from inpainting import batching, masks, records
 from inpainting import tokenizer as tokenizers
-from inpainting.tokenizer import Tokenizer
+from inpainting.tokenizer import TextTokenizer
 
+# Offset of the seed of the word-noise uniforms (a stream apart from the caption pick's).
+_WORD_NOISE_STREAM = 1 << 32
 # Threads preparing batches ahead; more only contend for the GIL on small hosts.
 _PREFETCH_THREADS = 2
 # Reader options for random access (no readahead), as grain's ArrayRecordDataSource uses.
@@ -249,8 +252,10 @@ class _LoadBatch(grain.transforms.Map):
     seed: int,
     spec: batching.BatchSpec,
     text_source: str = "caption",
+    word_noise: tuple[float, float] = (0.0, 0.0),
   ):
     self._seed = seed
+    self._word_noise = word_noise
     self._spec = spec
     self._reader = reader
     self._batch_keys = batch_keys
@@ -261,7 +266,7 @@ class _LoadBatch(grain.transforms.Map):
     self._random_caption = random_caption
     self._random_flip = random_flip
     self._text_source = text_source
-    self._tokenizer: Tokenizer | None = None
+    self._tokenizer: TextTokenizer | None = None
 
   def __getstate__(self):
     state = self.__dict__.copy()
@@ -269,7 +274,7 @@ class _LoadBatch(grain.transforms.Map):
     return state
 
   @property
-  def tokenizer(self) -> Tokenizer:
+  def tokenizer(self) -> TextTokenizer:
     if self._tokenizer is None:
       self._tokenizer = tokenizers.load(self._tokenizer_path)
     return self._tokenizer
@@ -298,6 +303,11 @@ class _LoadBatch(grain.transforms.Map):
       captions = [
         batching.conversation_text(e, self._text_source, k) for e, k in zip(examples, kept)
       ]
+    if any(self._word_noise):  # Training only (see create_dataset).
+      word_uniforms = _uniforms(
+        self._seed + _WORD_NOISE_STREAM, positions, 2 * batching.MAX_PERTURBED_WORDS
+      )
+      captions = batching.perturb_words(captions, word_uniforms, *self._word_noise)
     if self._caption_mode == "empty":
       captions = [""] * size
     elif self._caption_mode == "shuffled":
@@ -353,14 +363,15 @@ def create_dataset(
     data_dir: a prepared dataset folder (see inpainting/records.py).
     split: "train" or "validation".
     data_config: `config.data`; uses mask, random_flip, caption, text_source,
-      max_caption_length, num_workers and prefetch_batches.
+      max_caption_length, word_dropout, word_swap, num_workers and prefetch_batches.
     batch_size: the PER-PROCESS batch size (global batch size / process count).
     seed: seeds the shuffle, caption choice, flips and random masks (>= 0).
     train: True: shuffled, repeated forever, every batch full (batches straddle epoch
-      boundaries, so nothing is dropped); flips apply. False: one pass in record order
-      with no flips, and the last batch may be smaller (like drop_remainder=False), so
-      processes with unequal shares can yield a different number of batches; callers
-      that need equal counts across processes must take a fixed number of batches.
+      boundaries, so nothing is dropped); flips and word noise apply. False: one pass in
+      record order with no flips or word noise, and the last batch may be smaller (like
+      drop_remainder=False), so processes with unequal shares can yield a different
+      number of batches; callers that need equal counts across processes must take a
+      fixed number of batches.
     process_index, process_count: this process's share: a contiguous slice of every
       global batch (disjoint, and complete across processes; see the module docstring).
     caption_mode: overrides data_config.caption: "random" (one caption per example per
@@ -400,6 +411,14 @@ def create_dataset(
   text_source = batching.text_source_of(data_config)
   batching.parse_text_source(text_source)
 
+  word_noise = (
+    float(data_config.get("word_dropout", 0.0)),
+    float(data_config.get("word_swap", 0.0)),
+  )
+  if not all(0.0 <= p < 1.0 for p in word_noise):
+    raise ValueError(f"data.word_dropout and data.word_swap must be in [0, 1), got {word_noise}")
+  word_noise = word_noise if train else (0.0, 0.0)
+
   reader = RecordReader(paths)
   if text_source != "caption" and len(reader):  # One-line error now, not in a worker later.
     batching.conversation_text(records.decode(reader[0]), text_source)
@@ -420,6 +439,7 @@ def create_dataset(
     seed=seed,
     spec=spec,
     text_source=text_source,
+    word_noise=word_noise,
   )
   ds = grain.MapDataset.range(batch_keys.num_batches()).map(load)
 

@@ -123,34 +123,55 @@ def standard_normal_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
 # --- Adversarial -----------------------------------------------------------------------------
 
 
-def hinge_d_real(logits: jax.Array) -> jax.Array:
+def _mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+  """Mean of `values`, or their `weights`-weighted mean (weights broadcast to values)."""
+  if weights is None:
+    return jnp.mean(values)
+  weights = jnp.broadcast_to(_f32(weights), values.shape)
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
+
+
+def hinge_d_real(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Hinge loss for D on samples that should score real: mean(relu(1 - D))."""
-  return jnp.mean(jax.nn.relu(1.0 - _f32(logits)))
+  return _mean(jax.nn.relu(1.0 - _f32(logits)), weights)
 
 
-def hinge_d_fake(logits: jax.Array) -> jax.Array:
+def hinge_d_fake(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Hinge loss for D on samples that should score fake: mean(relu(1 + D))."""
-  return jnp.mean(jax.nn.relu(1.0 + _f32(logits)))
+  return _mean(jax.nn.relu(1.0 + _f32(logits)), weights)
 
 
-def hinge_g(logits: jax.Array) -> jax.Array:
+def hinge_g(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Generator hinge loss: -mean(D(fake))."""
-  return -jnp.mean(_f32(logits))
+  return -_mean(_f32(logits), weights)
 
 
-def nonsaturating_d_real(logits: jax.Array) -> jax.Array:
+def nonsaturating_d_real(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """-log sigmoid(D) = softplus(-D), averaged."""
-  return jnp.mean(jax.nn.softplus(-_f32(logits)))
+  return _mean(jax.nn.softplus(-_f32(logits)), weights)
 
 
-def nonsaturating_d_fake(logits: jax.Array) -> jax.Array:
+def nonsaturating_d_fake(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """-log(1 - sigmoid(D)) = softplus(D), averaged."""
-  return jnp.mean(jax.nn.softplus(_f32(logits)))
+  return _mean(jax.nn.softplus(_f32(logits)), weights)
 
 
-def nonsaturating_g(logits: jax.Array) -> jax.Array:
+def nonsaturating_g(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Non-saturating generator loss -log sigmoid(D(fake)) = softplus(-D), averaged."""
-  return jnp.mean(jax.nn.softplus(-_f32(logits)))
+  return _mean(jax.nn.softplus(-_f32(logits)), weights)
+
+
+def hole_patch_weights(mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """Each patch logit's share of hole pixels: mask [B, H, W, 1] (1 = hole) averaged over
+  the H/h x W/w pixel block under each cell of a [h, w] logit grid -> float32 [B, h, w].
+
+  Patches over the border alone see the same pixels in real and completed images, so no
+  discriminator can tell them apart; these weights leave them out of the adversarial loss.
+  """
+  batch, height, width = mask.shape[:3]
+  h, w = grid
+  blocks = _f32(mask).reshape(batch, h, height // h, w, width // w)
+  return jnp.mean(blocks, axis=(2, 4))
 
 
 def bce_with_logits(logits: jax.Array, target: float | jax.Array) -> jax.Array:

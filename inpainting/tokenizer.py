@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import sentencepiece as spm
@@ -61,7 +62,29 @@ def train(captions: Iterable[str], model_path: str, vocab_size: int) -> None:
     f.write(proto.getvalue())
 
 
-def load(path: str):
+class TextTokenizer(Protocol):
+  """What every tokenizer `load` returns offers: SentencePiece's `Tokenizer` and
+  `inpainting.wordpiece.WordPiece`."""
+
+  @property
+  def vocab_size(self) -> int: ...
+
+  def encode(self, captions: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """int32 ids [N, max_length] (0 = padding) and their bool validity mask."""
+    ...
+
+  def encode_segments(
+    self, texts: Sequence[str], max_length: int
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`encode` plus each token's conversation part (PART_BREAK), int32 [N, max_length]."""
+    ...
+
+  def decode(self, tokens: np.ndarray) -> list[str]:
+    """Texts of id rows, padding and special ids dropped."""
+    ...
+
+
+def load(path: str) -> TextTokenizer:
   """The tokenizer stored at `path`: a SentencePiece model (`train`'s), or a WordPiece
   vocab.txt (a pretrained caption encoder's; `inpainting.wordpiece.WordPiece`). Both give
   `encode`, `encode_segments`, `decode` and `vocab_size`."""

@@ -2,7 +2,8 @@
 
 The expected values were recorded from the code before the family-contract refactor and
 re-recorded once, deliberately, when the Gaussian heads (caption condition, posterior,
-prior) stopped starting at zero (`layers.gaussian_head`); any other change that alters
+prior) stopped starting at zero (`layers.gaussian_head`); "vaegan_hole" was recorded when
+`loss.adversarial_patches` was added (README command 1's setting); any other change that alters
 what a family computes (initialisation, loss terms, step order, data flow) changes them. Tiny configs, one fixed batch, the trainer's own state and step.
 """
 
@@ -52,6 +53,21 @@ EXPECTED = {  # name: (parameter counts per part, {metric: value after step 3})
       "loss_recon": 1.4061411619186401,
     },
   ),
+  "vaegan_hole": (
+    {"discriminator": 25257, "generator": 40204, "posterior": 14528, "prior": 14528, "text": 16640},
+    {
+      "kl_cond": 33.378021240234375,
+      "kl_z": 1.0471389293670654,
+      "l1_hole": 0.6136143803596497,
+      "loss_d": 2.4835875034332275,
+      "loss_d_fake": 0.962836503982544,
+      "loss_d_mismatch": 0.9666704535484314,
+      "loss_d_real": 1.037415862083435,
+      "loss_g": 1.4547603130340576,
+      "loss_g_adv": 0.04828478768467903,
+      "loss_recon": 1.4060825109481812,
+    },
+  ),
 }
 
 
@@ -68,7 +84,21 @@ def _run_three_steps(config):
   return counts, {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-CONFIGS = {"vaegan": vaegan_config, "l2": l2_tiny_config, "pix2pix": pix2pix_tiny_config}
+def _vaegan_patches(patches: str):
+  def config():
+    config = vaegan_config()
+    config.loss.adversarial_patches = patches
+    return config
+
+  return config
+
+
+CONFIGS = {
+  "vaegan": _vaegan_patches("all"),  # The recorded values predate the knob (all patches).
+  "vaegan_hole": _vaegan_patches("hole"),  # Recorded when the knob was added.
+  "l2": l2_tiny_config,
+  "pix2pix": pix2pix_tiny_config,
+}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

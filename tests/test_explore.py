@@ -13,7 +13,7 @@ from PIL import Image
 
 from configs import sketch
 from data_prep.prepare import prepare
-from inpainting import explore, images, inference, masks, scenes, train
+from inpainting import batching, explore, images, inference, masks, scenes, train
 from inpainting.errors import UserError
 from inpainting.metrics import sketch_classifier
 from tests.test_sketch_classifier import make_shapes
@@ -309,3 +309,16 @@ def test_explore_imports_neither_the_trainer_nor_grain(repo_root):
     [sys.executable, "-c", code], cwd=repo_root, env=_env(), capture_output=True, text=True
   )
   assert done.returncode == 0 and "BAD []" in done.stdout, done.stderr
+
+
+def test_second_caption_is_tokenised_with_its_conversation_parts(synthetic_run):
+  run = inference.load_run(synthetic_run)
+  assert "segments" in run.family.batch.device_keys
+  pixels = np.zeros((2, 64, 64, 3), np.uint8)
+  mask = np.asarray(masks.make_batch(masks.parse("center"), 2, 64, 64), np.float32)
+  texts = [batching.PART_BREAK.join(["a red star", "what colour red"])] * 2
+  batch = explore.make_batch(run, pixels, mask, ["a blue circle"] * 2, captions_b=texts)
+  as_first = explore.make_batch(run, pixels, mask, texts)
+  np.testing.assert_array_equal(batch["tokens_b"], as_first["tokens"])
+  np.testing.assert_array_equal(batch["segments_b"], as_first["segments"])
+  assert batch["segments_b"].max() == 1  # The turn's tokens are part 1, not part 0.

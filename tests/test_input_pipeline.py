@@ -1,5 +1,6 @@
 """The grain input pipeline on a tiny ArrayRecord fixture built here (no data_prep)."""
 
+import collections
 import json
 import os
 
@@ -8,7 +9,7 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from configs import common
-from inpainting import input_pipeline, records, tokenizer
+from inpainting import batching, input_pipeline, records, tokenizer
 
 NUM_EXAMPLES = 40
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
@@ -337,3 +338,48 @@ def test_worker_processes_give_the_same_batches_and_a_restorable_state(fixture):
     np.testing.assert_array_equal(next(restored)["index"], reference[2]["index"])
   finally:
     restored.close()
+
+
+def test_word_noise_drops_and_swaps_words_of_training_captions_only(fixture):
+  data_dir, examples = fixture
+  options = {"caption": "first", "word_dropout": 0.2, "word_swap": 0.3}
+  batches = take(train_iter(data_dir, **options), 2 * NUM_EXAMPLES // 8)
+  again = take(train_iter(data_dir, **options), 2 * NUM_EXAMPLES // 8)
+  dropped = swapped = total = 0
+  for batch, same in zip(batches, again):
+    assert list(batch["caption"]) == list(same["caption"])  # Seeded: the same every time.
+    for index, caption in zip(batch["index"], batch["caption"]):
+      original = examples["train"][index].captions[0].split()
+      words = str(caption).split()
+      assert words and collections.Counter(words) <= collections.Counter(original)
+      dropped += len(original) - len(words)
+      kept = [w for w in original if w in words]
+      swapped += words != kept
+      total += len(original)
+  assert 0.1 < dropped / total < 0.3, dropped / total
+  assert swapped > NUM_EXAMPLES // 2  # Most of 80 captions have a swapped pair.
+  # Evaluation batches keep their captions.
+  ds = input_pipeline.create_dataset(
+    data_dir, "train", data_config(**options), 8, seed=0, train=False
+  )
+  for batch in take(iter(ds), 2):
+    for index, caption in zip(batch["index"], batch["caption"]):
+      assert caption == examples["train"][index].captions[0]
+
+
+def test_perturb_words_keeps_parts_and_a_word_per_part():
+  text = batching.PART_BREAK.join(["a red star", "what colour red", "big yes"])
+  always = np.zeros((1, 2 * batching.MAX_PERTURBED_WORDS))  # Every draw under p: all hit.
+  (out,) = batching.perturb_words([text], always, 0.5, 0.0)
+  parts = out.split(batching.PART_BREAK)
+  assert [len(p.split()) for p in parts] == [1, 1, 1]
+  (out,) = batching.perturb_words([text], always, 0.0, 0.5)
+  assert out.split(batching.PART_BREAK) == ["red a star", "colour what red", "yes big"]
+  never = np.ones((1, 2 * batching.MAX_PERTURBED_WORDS)) * 0.99
+  assert batching.perturb_words([text], never, 0.5, 0.5) == [text]
+
+
+def test_word_noise_out_of_range_is_a_one_line_error(fixture):
+  data_dir, _ = fixture
+  with pytest.raises(ValueError, match="word_dropout and data.word_swap must be in"):
+    train_iter(data_dir, word_dropout=1.0)

@@ -145,3 +145,31 @@ def test_prior_fit_kl_moves_only_the_prior():
   assert np.all(np.asarray(grads[2]) != 0) and np.all(np.asarray(grads[3]) != 0)
   full = jax.grad(lambda *a: losses.gaussian_kl(*a), argnums=(2, 3))(*args)
   np.testing.assert_allclose(grads[2], full[0], rtol=1e-6)  # The prior's side unchanged.
+
+
+def test_hole_patch_weights_are_each_patch_share_of_hole_pixels():
+  mask = np.zeros((2, 64, 64, 1), np.float32)
+  mask[0, 16:48, 16:48] = 1  # The centre hole: exactly the middle 4x4 of 8x8 patches.
+  mask[1, 4:12, 0:20] = 1  # A box across patch edges.
+  weights = np.asarray(losses.hole_patch_weights(jnp.asarray(mask), (8, 8)))
+  expected = np.zeros((8, 8))
+  expected[2:6, 2:6] = 1
+  np.testing.assert_array_equal(weights[0], expected)
+  assert weights[1, 0, 0] == 0.5 and weights[1, 1, 2] == 0.5 * 0.5  # Rows 4-7 / 8-11; cols 16-19.
+  assert weights[1].sum() * 64 == mask[1].sum()
+
+
+@pytest.mark.parametrize("name", sorted(losses.GAN_LOSSES))
+def test_weighted_gan_losses_ignore_zero_weight_patches(name):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 8, 8)).astype(np.float32)
+  weights = np.zeros((3, 8, 8), np.float32)
+  weights[:, 2:6, 2:6] = 1
+  changed = logits.copy()
+  changed[:, 0] += 5.0  # Only border patches move.
+  for loss in losses.gan_losses(name):
+    hole = float(loss(jnp.asarray(logits), jnp.asarray(weights)))
+    assert float(loss(jnp.asarray(changed), jnp.asarray(weights))) == pytest.approx(hole)
+    inner = jnp.asarray(logits[:, 2:6, 2:6])
+    assert hole == pytest.approx(float(loss(inner)), rel=1e-6)  # The hole patches' mean.
+    assert float(loss(jnp.asarray(changed))) != pytest.approx(float(loss(jnp.asarray(logits))))

@@ -1,12 +1,15 @@
 """vaegan's optional training terms: EMA of G, the prior (generative) path, free bits, R1."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
 from configs import smoke
-from inpainting import checkpointing, train
+from inpainting import checkpointing, evaluate, inference, train
+from inpainting.errors import UserError
 from tests.test_models import VOCAB, fast_jit, make_batch
 
 OPTIONS = {
@@ -16,6 +19,8 @@ OPTIONS = {
   "optim.ema_decay": 0.9,
   "loss.perceptual_weight": 1.0,
   "loss.prior_fit_weight": 1.0,
+  "loss.adversarial_patches": "all",
+  "model.extra_up_blocks": 1,
 }
 
 
@@ -46,8 +51,13 @@ def _two_steps(config):
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_each_option_trains_and_reports_its_term(option):
-  _, _, _, metrics = _two_steps(_config(**{option: OPTIONS[option]}))
+  graphdef, before, after, metrics = _two_steps(_config(**{option: OPTIONS[option]}))
   assert all(np.isfinite(v) for v in metrics.values()), metrics
+  if option == "model.extra_up_blocks":  # One trained residual block per up level.
+    old, new = nnx.merge(graphdef, before).generator, nnx.merge(graphdef, after).generator
+    assert len(new.extra_up_blocks) == len(new.up_blocks) == 3
+    for a, b in zip(old.extra_up_blocks, new.extra_up_blocks):
+      assert not np.allclose(a.conv.kernel[...], b.conv.kernel[...])
   if option == "loss.prior_adversarial_weight":
     assert metrics["loss_g_adv_prior"] != 0.0
   if option == "loss.r1_weight":
@@ -56,6 +66,14 @@ def test_each_option_trains_and_reports_its_term(option):
     assert metrics["loss_perceptual"] > 0.0
   if option == "loss.prior_fit_weight":
     assert metrics["loss_prior_fit"] > 0.0
+  if option == "loss.adversarial_patches":  # Another average of D's logits than "hole".
+    _, _, _, hole = _two_steps(_config(**{option: "hole"}))
+    assert abs(metrics["loss_d_real"] - hole["loss_d_real"]) > 1e-4
+
+
+def test_unknown_adversarial_patches_is_a_user_error():
+  with pytest.raises(train.registry.UserError, match="loss.adversarial_patches must be one of"):
+    train.registry.for_config(_config(**{"loss.adversarial_patches": "border"}))
 
 
 def test_without_options_the_terms_are_off():
@@ -126,6 +144,30 @@ def test_ema_is_checkpointed_and_resumes_exactly(tmp_path, data_dir):
   assert ema_keys, sorted(straight)[:5]
   for key in straight:
     np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+
+  # Sampling reads the average; `average=False` reads the raw weights of the same checkpoint.
+  averaged = inference.load_run(str(tmp_path / "straight"))
+  raw = inference.load_run(str(tmp_path / "straight"), average=False)
+  bundle = nnx.merge(averaged.graphdef, averaged.state["model"])
+  assert nnx.merge(raw.graphdef, raw.state["model"]).ema is None
+  batch = next(evaluate.batches(data_dir, "validation", averaged, "first", 4, 4))
+  with_average, with_raw = averaged.sample(batch, 1, 0), raw.sample(batch, 1, 0)
+  bundle.ema.update(bundle.generator_parts(), bundle.opt_g.step[...], 0.0)  # Copy the raw.
+  _, copied = nnx.split(bundle)
+  live = dataclasses.replace(averaged, state={**averaged.state, "model": copied})
+  np.testing.assert_allclose(with_raw, live.sample(batch, 1, 0), atol=1e-6)
+  assert np.abs(with_average - with_raw).max() > 1e-4
+
+
+def test_raw_weights_of_a_run_without_an_average_is_a_user_error(tmp_path, data_dir):
+  config = smoke.get_config()
+  config.data.dir = data_dir
+  config.num_train_steps = 1
+  config.mesh.num_devices = 1
+  train.train_and_evaluate(config, str(tmp_path))
+  inference.load_run(str(tmp_path))  # Loads with its (raw) weights.
+  with pytest.raises(UserError, match="keeps no moving average"):
+    inference.load_run(str(tmp_path), average=False)
 
 
 def test_caption_dropout_empties_the_chosen_captions_only():

