@@ -123,7 +123,7 @@ def standard_normal_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
 # --- Adversarial -----------------------------------------------------------------------------
 
 
-def _mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+def weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Mean of `values`, or their `weights`-weighted mean (weights broadcast to values)."""
   if weights is None:
     return jnp.mean(values)
@@ -133,32 +133,32 @@ def _mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
 
 def hinge_d_real(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Hinge loss for D on samples that should score real: mean(relu(1 - D))."""
-  return _mean(jax.nn.relu(1.0 - _f32(logits)), weights)
+  return weighted_mean(jax.nn.relu(1.0 - _f32(logits)), weights)
 
 
 def hinge_d_fake(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Hinge loss for D on samples that should score fake: mean(relu(1 + D))."""
-  return _mean(jax.nn.relu(1.0 + _f32(logits)), weights)
+  return weighted_mean(jax.nn.relu(1.0 + _f32(logits)), weights)
 
 
 def hinge_g(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Generator hinge loss: -mean(D(fake))."""
-  return -_mean(_f32(logits), weights)
+  return -weighted_mean(_f32(logits), weights)
 
 
 def nonsaturating_d_real(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """-log sigmoid(D) = softplus(-D), averaged."""
-  return _mean(jax.nn.softplus(-_f32(logits)), weights)
+  return weighted_mean(jax.nn.softplus(-_f32(logits)), weights)
 
 
 def nonsaturating_d_fake(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """-log(1 - sigmoid(D)) = softplus(D), averaged."""
-  return _mean(jax.nn.softplus(_f32(logits)), weights)
+  return weighted_mean(jax.nn.softplus(_f32(logits)), weights)
 
 
 def nonsaturating_g(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Non-saturating generator loss -log sigmoid(D(fake)) = softplus(-D), averaged."""
-  return _mean(jax.nn.softplus(-_f32(logits)), weights)
+  return weighted_mean(jax.nn.softplus(-_f32(logits)), weights)
 
 
 def hole_patch_weights(mask: jax.Array, grid: tuple[int, int]) -> jax.Array:

@@ -207,8 +207,9 @@ def train_step(bundle: VaeGan, batch: Batch, rng: jax.Array, hp: VaeGanHParams) 
       "loss_d_real": real,
       "loss_d_fake": fake_term,
       "loss_d_mismatch": mismatch,
-      "d_logit_real": jnp.mean(segments[0]),
-      "d_logit_fake": jnp.mean(segments[1]),
+      # Means over the patches the loss reads (loss.adversarial_patches).
+      "d_logit_real": losses.weighted_mean(segments[0], weights),
+      "d_logit_fake": losses.weighted_mean(segments[1], weights),
     }
     return total, aux
 
