@@ -192,6 +192,18 @@ class BatchSpec:
 DEFAULT_SPEC = BatchSpec()  # Image, hole and one caption: what the caption families read.
 
 
+def tokenize(
+  texts: Sequence[str], tokenizer: TextTokenizer, max_length: int, spec: BatchSpec
+) -> dict[str, np.ndarray]:
+  """{"tokens", "token_mask"} of `texts`, plus "segments" (each token's conversation part)
+  for a family whose device_keys name it."""
+  if "segments" in spec.device_keys:
+    tokens, token_mask, segments = tokenizer.encode_segments(texts, max_length)
+    return {"tokens": tokens, "token_mask": token_mask, "segments": segments}
+  tokens, token_mask = tokenizer.encode(list(texts), max_length)
+  return {"tokens": tokens, "token_mask": token_mask}
+
+
 def assemble(
   examples: Sequence[records.Example],
   pixels: np.ndarray,
@@ -213,17 +225,10 @@ def assemble(
     spec: the family's BatchSpec.
     index: record indices within the split (default: 0..b-1).
   """
-  extra = {}
-  if "segments" in spec.device_keys:
-    tokens, token_mask, extra["segments"] = tokenizer.encode_segments(captions, max_caption_length)
-  else:
-    tokens, token_mask = tokenizer.encode(list(captions), max_caption_length)
   batch = {
-    **extra,
+    **tokenize(captions, tokenizer, max_caption_length, spec),
     "image": images.to_float(pixels),
     "mask": np.asarray(mask, np.float32),
-    "tokens": tokens,
-    "token_mask": token_mask,
     "id": np.array([e.id for e in examples], dtype=np.str_),
     "caption": np.array([readable(c) for c in captions], dtype=np.str_),
     "scene": np.array([e.scene_text() for e in examples], dtype=np.str_),

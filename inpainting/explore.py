@@ -158,11 +158,9 @@ def make_batch(
   batch = batching.assemble(
     examples, pixels, mask, list(captions), run.tokenizer, length, run.family.batch
   )
-  if captions_b is not None and "segments" in run.family.batch.device_keys:
-    tokens, token_mask, segments = run.tokenizer.encode_segments(list(captions_b), length)
-    batch["tokens_b"], batch["token_mask_b"], batch["segments_b"] = tokens, token_mask, segments
-  elif captions_b is not None:
-    batch["tokens_b"], batch["token_mask_b"] = run.tokenizer.encode(list(captions_b), length)
+  if captions_b is not None:
+    second = batching.tokenize(list(captions_b), run.tokenizer, length, run.family.batch)
+    batch.update({f"{key}_b": value for key, value in second.items()})
   return batch
 
 
